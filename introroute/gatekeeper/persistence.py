@@ -1,0 +1,121 @@
+"""Save and load IntroLM adapters: a standard PEFT adapter directory plus the head and metadata.
+
+Layout of a saved adapter::
+
+    adapter_config.json, adapter_model.safetensors   PEFT's own files (LoRA + [INTRO] embedding row)
+    introroute_head.safetensors                      the linear head, one output per target
+    introroute.json                                  IntroConfig, token ids, base identity
+
+Only safetensors and JSON are read: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from peft import load_peft_weights, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
+
+from introroute.errors import AdapterError, BaseModelMismatchError
+from introroute.gatekeeper.config import IntroConfig
+from introroute.gatekeeper.loading import DEFAULT_BASE, load_base
+
+if TYPE_CHECKING:
+    from introroute.gatekeeper.model import IntroLM
+
+FORMAT_VERSION = 1
+META_FILE = "introroute.json"
+HEAD_FILE = "introroute_head.safetensors"
+
+
+def default_adapter_dir(base: str = DEFAULT_BASE) -> Path | None:
+    """The adapter shipped inside the package for ``base``, if any."""
+    candidate = Path(str(resources.files("introroute") / "adapters" / base))
+    return candidate if (candidate / META_FILE).is_file() else None
+
+
+def save(model: IntroLM, directory: str | Path) -> None:
+    """Write ``model``'s adapter, head and metadata to ``directory``."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    # The base vocabulary was resized for [INTRO]; its new row lives in PEFT's trainable-token
+    # delta, so the full embedding matrix need not be saved (and no hub lookup is attempted).
+    model.peft_model.save_pretrained(str(out), save_embedding_layers=False)
+    save_file({k: v.detach().contiguous() for k, v in model.head.state_dict().items()}, str(out / HEAD_FILE))
+    meta: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "config": model.config.to_dict(),
+        "intro_token_ids": model.intro_ids,
+        "trained": model.trained,
+        "base": {
+            "name": model.base_name,
+            "fingerprint": model.base_fingerprint,
+            "vocab_size": model.base_vocab_size,
+        },
+    }
+    (out / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def _read_meta(directory: Path) -> dict[str, Any]:
+    path = directory / META_FILE
+    if not path.is_file():
+        raise AdapterError(f"{directory} is not an introroute adapter: {META_FILE} is missing")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise AdapterError(f"{path} is not valid JSON: {exc}") from exc
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise AdapterError(f"{path}: format_version {meta.get('format_version')!r} is not {FORMAT_VERSION}")
+    for key in ("config", "intro_token_ids", "base"):
+        if key not in meta:
+            raise AdapterError(f"{path} lacks the key {key!r}")
+    return meta
+
+
+def load(adapter: str | Path | None, *, base: str | None = None, targets: list[str] | None = None) -> IntroLM:
+    """Load an adapter onto its base (or ``base``), or build an untrained gatekeeper."""
+    from introroute.gatekeeper.model import IntroLM
+
+    directory = Path(adapter) if adapter is not None else default_adapter_dir(base or DEFAULT_BASE)
+    if directory is None:
+        return IntroLM.build(load_base(base or DEFAULT_BASE), IntroConfig(targets=targets or ["self"]))
+    meta = _read_meta(directory)
+    recorded = meta["base"]
+    base_model = load_base(base or recorded["name"])
+    if base_model.fingerprint != recorded["fingerprint"]:
+        raise BaseModelMismatchError(
+            f"adapter {directory} was trained on base {recorded['name']!r} (weights "
+            f"{recorded['fingerprint']}), not on {base_model.name!r} (weights {base_model.fingerprint})"
+        )
+    try:
+        config = IntroConfig.from_dict(meta["config"])
+    except (TypeError, ValueError) as exc:
+        raise AdapterError(f"{directory / META_FILE}: bad config: {exc}") from exc
+    if targets is not None and targets != config.targets:
+        raise AdapterError(f"adapter {directory} predicts {config.targets}, not the requested {targets}")
+    model = IntroLM.build(base_model, config)
+    if model.intro_ids != meta["intro_token_ids"]:
+        raise BaseModelMismatchError(
+            f"adapter {directory} expects [INTRO] token ids {meta['intro_token_ids']}, "
+            f"the base tokenizer gives {model.intro_ids}"
+        )
+    return _load_weights(model, directory, meta)
+
+
+def _load_weights(model: IntroLM, directory: Path, meta: dict[str, Any]) -> IntroLM:
+    model.train()  # unmerge the [INTRO] row: the loaded delta must be merged, not the initial one
+    try:
+        # The adapter was rebuilt from the saved config; fill it with the saved weights.
+        result = set_peft_model_state_dict(model.peft_model, load_peft_weights(str(directory)))
+        if getattr(result, "unexpected_keys", None):
+            raise AdapterError(f"{directory}: unexpected adapter weights {result.unexpected_keys[:5]}")
+        head_state = load_file(str(directory / HEAD_FILE))
+        model.head.load_state_dict(head_state)
+    except (OSError, RuntimeError, ValueError, KeyError) as exc:
+        raise AdapterError(f"cannot load adapter weights from {directory}: {exc}") from exc
+    model.eval()
+    model.trained = bool(meta.get("trained", False))
+    return model

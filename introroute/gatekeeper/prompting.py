@@ -1,0 +1,69 @@
+"""Turn chat messages into the token ids the gatekeeper scores: template, spoof-proofing, truncation.
+
+The chat template is rendered with placeholders instead of message contents, so the template's own
+special tokens (``<|im_start|>``...) are tokenised as special tokens while user-controlled text is
+tokenised with ``split_special_tokens=True``: a user who types ``[INTRO]`` or ``<|im_end|>`` gets
+ordinary text tokens and cannot spoof the gatekeeper or inject a turn.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from transformers import PreTrainedTokenizerBase
+
+from introroute.errors import MessagesError
+from introroute.messages import normalize_messages
+from introroute.scoring import Messages
+
+_OPEN, _CLOSE = "\ue000", "\ue001"  # private-use code points: never produced by a chat template
+_PLACEHOLDER = re.compile(f"{_OPEN}(\\d+){_CLOSE}")
+
+
+@dataclass(frozen=True)
+class PromptIds:
+    """The prompt's token ids (without the introspective tokens) and what happened on the way."""
+
+    ids: list[int]
+    truncated: bool = False
+    dropped_tokens: int = 0
+    ignored_parts: list[str] = field(default_factory=list)
+
+
+def _tokenize(tokenizer: PreTrainedTokenizerBase, text: str, *, split_special: bool) -> list[int]:
+    if not text:
+        return []
+    return list(tokenizer(text, add_special_tokens=False, split_special_tokens=split_special)["input_ids"])
+
+
+def encode_prompt(
+    tokenizer: PreTrainedTokenizerBase, messages: Messages, max_prompt_tokens: int
+) -> PromptIds:
+    """Chat-template ``messages`` (with the generation prompt) and tokenise them safely.
+
+    A prompt longer than ``max_prompt_tokens`` is left-truncated: the end of the conversation and
+    the generation prompt are what the answer depends on, and the caller appends ``[INTRO]`` after.
+    """
+    normalized = normalize_messages(messages)
+    contents = [m["content"] for m in normalized.messages]
+    templated = [
+        {"role": m["role"], "content": f"{_OPEN}{i}{_CLOSE}"} for i, m in enumerate(normalized.messages)
+    ]
+    if tokenizer.chat_template is None:
+        raise MessagesError("the tokenizer has no chat template; the gatekeeper scores chat messages")
+    rendered = tokenizer.apply_chat_template(templated, add_generation_prompt=True, tokenize=False)
+    ids: list[int] = []
+    pieces = _PLACEHOLDER.split(rendered)
+    for position, piece in enumerate(pieces):
+        if position % 2 == 0:  # template text: its special tokens are real special tokens
+            ids += _tokenize(tokenizer, piece, split_special=False)
+        else:  # a message's content: special-token text stays plain text
+            ids += _tokenize(tokenizer, contents[int(piece)], split_special=True)
+    dropped = max(0, len(ids) - max_prompt_tokens)
+    return PromptIds(
+        ids=ids[dropped:],
+        truncated=dropped > 0,
+        dropped_tokens=dropped,
+        ignored_parts=normalized.ignored_parts,
+    )

@@ -1,0 +1,77 @@
+"""The interfaces the router depends on, so any scorer (IntroLM, a baseline, a test fake) plugs in.
+
+Data flows one way: messages -> :class:`Scorer` -> policy -> LiteLLM. A scorer that can also
+serve the local tier from its own prefill implements :class:`LocalModel`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+Messages = Sequence[dict[str, Any]]
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Anything that predicts, per target model, P(that model answers these messages well)."""
+
+    @property
+    def targets(self) -> list[str]:
+        """Target names, e.g. ``["self", "gpt-4-1106-preview"]``; the first is the default."""
+        ...
+
+    def scores(self, messages: Messages) -> dict[str, float]:
+        """One probability in [0, 1] per target, from a single prefill."""
+        ...
+
+
+@dataclass
+class Generation:
+    """A finished local generation."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # "stop" (EOS / stop string) or "length"
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass
+class GenerationStream:
+    """Iterator of text pieces; ``finish_reason`` and ``completion_tokens`` are set once exhausted."""
+
+    pieces: Iterator[str]
+    prompt_tokens: int
+    finish_reason: str | None = None
+    completion_tokens: int = 0
+    token_ids: list[int] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[str]:
+        return self.pieces
+
+
+@runtime_checkable
+class LocalModel(Protocol):
+    """A scorer that also answers locally, continuing from the scoring prefill's KV cache."""
+
+    @property
+    def targets(self) -> list[str]: ...
+
+    def prefill(self, messages: Messages) -> Any:
+        """Score and keep the prompt's KV cache. Returns an object with ``.scores: dict[str, float]``."""
+        ...
+
+    def generate_from(
+        self,
+        prefill: Any,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+        stream: bool = False,
+    ) -> Generation | GenerationStream:
+        """Continue decoding from ``prefill`` (used once: its cache is consumed)."""
+        ...
