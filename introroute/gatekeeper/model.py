@@ -263,6 +263,42 @@ class IntroLM(torch.nn.Module):
             cache.crop(-k)  # keep the prompt positions only: exactly the base model's cache
         return out.logits, self.head(out.hidden_states[-1][:, -k:].mean(dim=1)), cache
 
+    def prompt_cache(self, batch: Batch) -> DynamicCache:
+        """The prompt's KV cache from the plain base model, without gradients.
+
+        Nothing trainable touches prompt positions, so training needs no gradient through them:
+        this is the expensive part of a training step, done once, cheaply.
+        """
+        with torch.no_grad():
+            out = self.plain(
+                input_ids=batch.input_ids,
+                attention_mask=batch.attention_mask,
+                position_ids=self._positions(batch.attention_mask),
+                past_key_values=DynamicCache(),
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        return out.past_key_values
+
+    def intro_forward(self, batch: Batch, cache: DynamicCache) -> torch.Tensor:
+        """Head logits ``[B, targets]`` from the introspective tokens run on top of a prompt cache.
+
+        The cache grows by the introspective positions; callers that reuse it crop it back.
+        """
+        k = len(self.intro_ids)
+        rows = batch.input_ids.shape[0]
+        intro = torch.tensor([self.intro_ids] * rows, dtype=torch.long)
+        out = self.peft_model(
+            input_ids=intro,
+            attention_mask=torch.cat([batch.attention_mask, torch.ones((rows, k), dtype=torch.long)], dim=1),
+            position_ids=batch.lengths.unsqueeze(1) + torch.arange(k).unsqueeze(0),
+            past_key_values=cache,
+            use_cache=True,
+            output_hidden_states=True,
+            logits_to_keep=1,
+        )
+        return self.head(out.hidden_states[-1].mean(dim=1))
+
     # ------------------------------------------------------------------ scoring API
     def _probabilities(self, logits: torch.Tensor) -> np.ndarray:
         return torch.sigmoid(logits.float()).numpy().astype(np.float64)

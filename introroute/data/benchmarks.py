@@ -1,0 +1,266 @@
+"""Benchmark questions as chat prompts for self-labelling: ARC-Easy/Challenge, BoolQ, MMLU, GSM8K.
+
+Why options are shuffled: SmolLM2-135M-Instruct answers "A" most of the time, so on benchmarks
+whose gold is often A its "successes" mostly say where the gold sits. Each item's options are
+permuted with an RNG seeded by ``(seed, id)``, so gold letters are uniform in expectation, the
+permutation is stable when data grows or a run resumes, and it is recorded (``meta.permutation``:
+shown position k holds original option ``permutation[k]``) together with the original gold.
+All multiple-choice tasks share one prompt format (:func:`format_mc`).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from introroute.data.graders import LETTERS, Kind, gsm8k_gold
+from introroute.data.paths import data_root, require
+from introroute.data.rawfiles import csv_rows, jsonl_rows
+from introroute.data.schema import Split
+from introroute.data.splits import DEFAULT_SEED, pick_unseen_subjects, split_of
+from introroute.errors import DataError
+
+DATASETS = ("arc-easy", "arc-challenge", "boolq", "mmlu", "gsm8k")
+MC_INSTRUCTION = "Answer with the letter of the correct option."
+YESNO_INSTRUCTION = "Answer yes or no."
+GSM8K_INSTRUCTION = (
+    "Solve the problem step by step, then give the final answer on its own line as '#### <number>'."
+)
+
+
+@dataclass(frozen=True)
+class BenchmarkItem:
+    """One question, ready to send: ``messages`` is what the model sees, ``gold`` what grading expects."""
+
+    id: str
+    dataset: str
+    kind: Kind
+    split: Split
+    messages: list[dict[str, str]]
+    gold: str
+    options: tuple[str, ...] = ()
+    subject: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def format_mc(question: str, options: Sequence[str], context: str | None = None) -> str:
+    """The one multiple-choice format: optional context, question, lettered options, instruction."""
+    lines = [context.strip(), ""] if context else []
+    lines.append(question.strip())
+    lines += [f"{LETTERS[i]}. {opt.strip()}" for i, opt in enumerate(options)]
+    lines.append(MC_INSTRUCTION)
+    return "\n".join(lines)
+
+
+def _user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def shuffle_options(
+    item_id: str, options: Sequence[str], gold_index: int, seed: int | None
+) -> tuple[tuple[str, ...], str, list[int]]:
+    """``(shown options, gold letter, permutation)``; ``seed=None`` keeps the original order."""
+    order = list(range(len(options)))
+    if seed is not None:
+        random.Random(f"options:{seed}:{item_id}").shuffle(order)
+    return tuple(options[j] for j in order), LETTERS[order.index(gold_index)], order
+
+
+def _mc_item(
+    *,
+    item_id: str,
+    dataset: str,
+    question: str,
+    options: Sequence[str],
+    gold_index: int,
+    split: Split,
+    shuffle_seed: int | None,
+    subject: str | None = None,
+    meta: dict[str, Any] | None = None,
+) -> BenchmarkItem:
+    shown, gold, order = shuffle_options(item_id, options, gold_index, shuffle_seed)
+    return BenchmarkItem(
+        id=item_id,
+        dataset=dataset,
+        kind="mc",
+        split=split,
+        messages=_user(format_mc(question, shown)),
+        gold=gold,
+        options=shown,
+        subject=subject,
+        meta={
+            **(meta or {}),
+            "n_options": len(shown),
+            "permutation": order,
+            "original_gold": LETTERS[gold_index],
+            "shuffle_seed": shuffle_seed,
+        },
+    )
+
+
+def _open_item(
+    item_id: str,
+    dataset: str,
+    kind: Kind,
+    text: str,
+    gold: str,
+    split_seed: int,
+    source_split: str = "validation",
+) -> BenchmarkItem:
+    """A question without options (yes/no, number): one user message, gold as the grader reads it."""
+    return BenchmarkItem(
+        id=item_id,
+        dataset=dataset,
+        kind=kind,
+        split=split_of(item_id, seed=split_seed),
+        messages=_user(text),
+        gold=gold,
+        meta={"source_split": source_split},
+    )
+
+
+def _field(row: dict[str, Any], key: str, where: str) -> Any:
+    try:
+        return row[key]
+    except (KeyError, TypeError):
+        raise DataError(f"{where}: missing field {key!r}") from None
+
+
+def load_arc(
+    variant: str, root: Path | None = None, shuffle_seed: int | None = 0, split_seed: int = DEFAULT_SEED
+) -> list[BenchmarkItem]:
+    """ARC-Easy (``variant="easy"``) or ARC-Challenge, train and validation files together."""
+    name = {"easy": "Easy", "challenge": "Challenge"}[variant]
+    dataset = f"arc-{variant}"
+    items = []
+    for source_split in ("train", "validation"):
+        path = data_root(root) / "arc" / f"ARC-{name}-{source_split}.jsonl"
+        for where, row in jsonl_rows(path):
+            choices = _field(row, "choices", where)
+            labels, texts = _field(choices, "label", where), _field(choices, "text", where)
+            key = _field(row, "answerKey", where)
+            if len(labels) != len(texts) or not 2 <= len(texts) <= len(LETTERS):
+                raise DataError(f"{where}: {len(labels)} choice labels for {len(texts)} choice texts")
+            if key not in labels:
+                raise DataError(f"{where}: answerKey {key!r} not among choice labels {labels}")
+            item_id = f"{dataset}/{_field(row, 'id', where)}"
+            items.append(
+                _mc_item(
+                    item_id=item_id,
+                    dataset=dataset,
+                    question=_field(row, "question", where),
+                    options=texts,
+                    gold_index=labels.index(key),
+                    split=split_of(item_id, seed=split_seed),
+                    shuffle_seed=shuffle_seed,
+                    meta={"source_split": source_split},
+                )
+            )
+    return items
+
+
+def mmlu_rows(path: Path) -> Iterator[tuple[str, str, list[str], int]]:
+    """``("file:line", question, 4 options, gold index)`` per row of an MMLU subject CSV."""
+    columns = ("question", "choice0", "choice1", "choice2", "choice3", "answer")
+    for where, row in csv_rows(path, columns):
+        try:
+            gold = int(row["answer"])
+        except ValueError:
+            raise DataError(f"{where}: MMLU answer {row['answer']!r} is not an integer") from None
+        if not 0 <= gold < 4:
+            raise DataError(f"{where}: MMLU answer {gold} is not in 0..3")
+        yield where, row["question"], [row[f"choice{i}"] for i in range(4)], gold
+
+
+def mmlu_subjects(root: Path | None = None) -> list[str]:
+    """The subjects that have a test CSV (47 in the shared data)."""
+    folder = require(data_root(root) / "mmlu" / "test")
+    return sorted(p.name.removesuffix("_test.csv") for p in folder.glob("*_test.csv"))
+
+
+def mmlu_id(subject: str, row: int) -> str:
+    """Shared by the RouteLLM importer, so the same MMLU question has one id (and split) everywhere."""
+    return f"mmlu/{subject}/{row}"
+
+
+def load_mmlu(
+    root: Path | None = None, shuffle_seed: int | None = 0, split_seed: int = DEFAULT_SEED
+) -> list[BenchmarkItem]:
+    """MMLU test rows; held-out subjects get split ``test_unseen``."""
+    subjects = mmlu_subjects(root)
+    unseen = pick_unseen_subjects(subjects, seed=split_seed)
+    items = []
+    for subject in subjects:
+        path = data_root(root) / "mmlu" / "test" / f"{subject}_test.csv"
+        for row, (_, question, options, gold) in enumerate(mmlu_rows(path)):
+            item_id = mmlu_id(subject, row)
+            items.append(
+                _mc_item(
+                    item_id=item_id,
+                    dataset="mmlu",
+                    question=question,
+                    options=options,
+                    gold_index=gold,
+                    split=split_of(item_id, subject, unseen, split_seed),
+                    shuffle_seed=shuffle_seed,
+                    subject=subject,
+                )
+            )
+    return items
+
+
+def load_boolq(root: Path | None = None, split_seed: int = DEFAULT_SEED) -> list[BenchmarkItem]:
+    """BoolQ dev with passages (the question-only files give the model nothing to read)."""
+    path = data_root(root) / "boolq" / "validation_with_passage.jsonl"
+    items = []
+    for row, (where, data) in enumerate(jsonl_rows(path)):
+        template, question = _field(data, "prompt", where), _field(data, "subject", where)
+        target = str(_field(_field(data, "target_new", where), "str", where))
+        if not template.startswith("passage: ") or "\nquestion: {}" not in template:
+            raise DataError(f"{where}: expected prompt 'passage: ...\\nquestion: {{}}'")
+        if target not in {"True", "False"}:
+            raise DataError(f"{where}: target_new.str is {target!r}, expected True or False")
+        passage = template.removeprefix("passage: ").split("\nquestion: {}")[0]
+        text = f"{passage.strip()}\n\nQuestion: {question.strip()}?\n{YESNO_INSTRUCTION}"
+        gold = "yes" if target == "True" else "no"
+        items.append(
+            _open_item(f"boolq/validation/{row}", "boolq", "yesno", text, gold, split_seed, "validation")
+        )
+    return items
+
+
+def gsm8k_id(source_split: str, row: int) -> str:
+    """Shared by the RouteLLM importer (its GSM8K rows are gsm8k/test in order)."""
+    return f"gsm8k/{source_split}/{row}"
+
+
+def load_gsm8k(root: Path | None = None, split_seed: int = DEFAULT_SEED) -> list[BenchmarkItem]:
+    """GSM8K test then train; gold is the number after ``####``."""
+    items = []
+    for source_split in ("test", "train"):
+        path = data_root(root) / "gsm8k" / f"{source_split}.jsonl"
+        for row, (where, data) in enumerate(jsonl_rows(path)):
+            text = f"{_field(data, 'question', where).strip()}\n{GSM8K_INSTRUCTION}"
+            gold = gsm8k_gold(_field(data, "answer", where), where)
+            item_id = gsm8k_id(source_split, row)
+            items.append(_open_item(item_id, "gsm8k", "number", text, gold, split_seed, source_split))
+    return items
+
+
+def load_benchmark(
+    name: str, root: Path | None = None, shuffle_seed: int | None = 0, split_seed: int = DEFAULT_SEED
+) -> list[BenchmarkItem]:
+    """Items of one of :data:`DATASETS`; ``shuffle_seed`` only matters for multiple choice."""
+    loaders: dict[str, Callable[[], list[BenchmarkItem]]] = {
+        "arc-easy": lambda: load_arc("easy", root, shuffle_seed, split_seed),
+        "arc-challenge": lambda: load_arc("challenge", root, shuffle_seed, split_seed),
+        "boolq": lambda: load_boolq(root, split_seed),
+        "mmlu": lambda: load_mmlu(root, shuffle_seed, split_seed),
+        "gsm8k": lambda: load_gsm8k(root, split_seed),
+    }
+    if name not in loaders:
+        raise DataError(f"unknown benchmark {name!r}; expected one of {', '.join(DATASETS)}")
+    return loaders[name]()

@@ -1,0 +1,100 @@
+"""``introroute label``: self-label benchmarks with the local base model or any LiteLLM model.
+
+Prints and writes (``<out>.summary.json``) per-task accuracy, answer-letter vs gold-letter
+distributions and a "labels carry signal?" verdict, so weak labels are seen before training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from introroute.data.benchmarks import DATASETS, BenchmarkItem, load_benchmark
+from introroute.data.labelling import (
+    HFAnswerer,
+    LiteLLMAnswerer,
+    label,
+    llm_judge_grader,
+    rule_grader,
+    write_summary,
+)
+from introroute.data.paths import add_source_arguments
+from introroute.data.splits import unit_hash
+from introroute.errors import ConfigError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``introroute label``."""
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    parser.add_argument("--out", type=Path, default=Path("labels/self.jsonl"), help="JSONL to append to")
+    parser.add_argument("--backend", choices=("hf", "litellm"), default="hf")
+    parser.add_argument(
+        "--model",
+        help="hf: packaged name, .gguf file or HF directory (default: the packaged SmolLM2); "
+        "litellm: a LiteLLM model string (required)",
+    )
+    parser.add_argument("--target", help="outcome key (default: 'self' for hf, the model string for litellm)")
+    parser.add_argument(
+        "--limit", type=int, help="at most N items per dataset, a seeded sample a larger N extends"
+    )
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, help="override the per-task default (16/8/320)")
+    parser.add_argument("--seed", type=int, default=0, help="option-shuffle and --limit sampling seed")
+    parser.add_argument("--no-shuffle", action="store_true", help="keep the original option order")
+    add_source_arguments(parser)
+    parser.add_argument("--judge", metavar="MODEL", help="grade with this LiteLLM model instead of rules")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _sample(items: list[BenchmarkItem], limit: int | None, seed: int) -> list[BenchmarkItem]:
+    """The ``limit`` items with the lowest seeded hash: stable, so a rerun with more extends it."""
+    if limit is None or limit >= len(items):
+        return items
+    return sorted(items, key=lambda item: unit_hash(seed, f"pick:{item.id}"))[:limit]
+
+
+def main(args: argparse.Namespace) -> int:
+    """Label each dataset into ``--out`` (resuming), then print and write the summary."""
+    if args.backend == "litellm":
+        if not args.model:
+            raise ConfigError("--backend litellm needs --model (a LiteLLM model string)")
+        answerer, model_name = LiteLLMAnswerer(args.model), args.model
+    else:
+        from introroute.gatekeeper.loading import DEFAULT_BASE, load_base
+
+        base = load_base(args.model or DEFAULT_BASE)
+        answerer, model_name = HFAnswerer(base.model, base.tokenizer), base.name
+    target = args.target or ("self" if args.backend == "hf" else args.model)
+    grader = llm_judge_grader(args.judge) if args.judge else rule_grader
+    shuffle_seed = None if args.no_shuffle else args.seed
+    start = time.perf_counter()
+    written = 0
+    for dataset in args.datasets:
+        items = load_benchmark(dataset, args.data_root, shuffle_seed, args.split_seed)
+        written += label(
+            _sample(items, args.limit, args.seed),
+            answerer,
+            args.out,
+            target=target,
+            model_name=model_name,
+            batch_size=args.batch_size,
+            grader=grader,
+            max_new_tokens=args.max_new_tokens,
+            progress=not args.no_progress,
+        )
+    elapsed = time.perf_counter() - start
+    summary = write_summary(
+        args.out,
+        target,
+        {"model": model_name, "last_run": {"new_records": written, "seconds": round(elapsed, 1)}},
+    )
+    print(f"{written} new records in {elapsed:.0f} s -> {args.out}")
+    for dataset, row in summary["tasks"].items():
+        lo, hi = row["ci95"]
+        print(
+            f"{dataset:14s} n={row['n']:5d} acc {row['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] "
+            f"chance {row['chance']:.3f} modal {row['modal_answer']} ({row['modal_answer_share']:.0%}) "
+            f"baseline {row['constant_baseline']:.3f} -> {row['verdict']}"
+        )
+    return 0

@@ -1,0 +1,84 @@
+"""The routing decision and where it rides: ``response._hidden_params["introroute"]``.
+
+Why on the response: callers keep using LiteLLM's return types unchanged (``ModelResponse`` or
+its stream wrapper), yet every answer can say which tier produced it and why. LiteLLM already
+reserves ``_hidden_params`` for such per-call extras and keeps them when a custom provider
+returns the response, so the decision survives ``litellm.completion(model="introroute/...")``.
+The stored value is a plain, secret-free dict; :func:`decision` turns it back into the model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litellm import CustomStreamWrapper
+from pydantic import BaseModel, ConfigDict, Field
+
+HIDDEN_KEY = "introroute"
+
+
+class Decision(BaseModel):
+    """Everything needed to explain or replay one routed request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    router: str
+    tier: str = Field(description="the tier that answered (after any fallbacks)")
+    model: str = Field(description="its LiteLLM model string")
+    scores: dict[str, float] = Field(default_factory=dict, description="gatekeeper P(success) per target")
+    policy: str
+    policy_params: dict[str, Any] = Field(default_factory=dict)
+    policy_tier: str | None = Field(default=None, description="the policy's own choice; None on fail-safe")
+    policy_detail: dict[str, Any] = Field(default_factory=dict, description="numbers behind the choice")
+    gatekeeper_ms: float | None = None
+    truncated: bool = Field(default=False, description="the gatekeeper scored a truncated prompt")
+    fail_safe_reason: str | None = None
+    overrides: list[str] = Field(default_factory=list, description="why the planned tier was changed")
+    attempts: int = 0
+    fallbacks_used: list[str] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list, description="'tier: ErrorType' per failed attempt")
+
+
+class RoutedStream(CustomStreamWrapper):
+    """A LiteLLM stream whose first chunk also carries the decision.
+
+    LiteLLM builds the wrapper, and callers must get a ``CustomStreamWrapper`` back, so
+    :func:`attach` re-classes the instance instead of wrapping it; only iteration changes.
+    """
+
+    _introroute_first: dict[str, Any] | None
+
+    def _mark(self, chunk: Any) -> Any:
+        if self._introroute_first is not None:
+            chunk._hidden_params[HIDDEN_KEY] = self._introroute_first
+            self._introroute_first = None
+        return chunk
+
+    def __next__(self) -> Any:
+        return self._mark(super().__next__())
+
+    async def __anext__(self) -> Any:
+        return self._mark(await super().__anext__())
+
+
+def attach(response: Any, record: dict[str, Any]) -> Any:
+    """Put ``record`` (a redacted ``Decision`` dump) on a response or stream and return it."""
+    response._hidden_params[HIDDEN_KEY] = record
+    if isinstance(response, CustomStreamWrapper):
+        response.__class__ = RoutedStream
+        response._introroute_first = record
+    return response
+
+
+def decision(response: Any) -> Decision | None:
+    """The routing decision of a response, its stream wrapper, or a stream's first chunk.
+
+    Returns ``None`` for objects the router did not produce (and for later stream chunks).
+    A stream served through ``litellm.completion(model="introroute/...")`` is built by LiteLLM,
+    which keeps per-call state on its logging object; the provider leaves the decision there.
+    """
+    hidden = getattr(response, "_hidden_params", None) or {}
+    record = hidden.get(HIDDEN_KEY)
+    if record is None and isinstance(response, CustomStreamWrapper):
+        record = response.logging_obj.model_call_details.get(HIDDEN_KEY)
+    return Decision.model_validate(record) if record is not None else None

