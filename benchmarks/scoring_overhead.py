@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import DynamicCache
 
 from introroute.gatekeeper import IntroLM
 from introroute.gatekeeper.model import Batch
@@ -41,18 +40,12 @@ def _batch(gk: IntroLM, tokens: int, rows: int) -> Batch:
 
 
 def _plain_prefill(gk: IntroLM, batch: Batch) -> None:
-    gk.plain(
-        input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
-        position_ids=gk._positions(batch.attention_mask),
-        past_key_values=DynamicCache(),
-        use_cache=True,
-        logits_to_keep=1,
-    )
+    """The base model alone (the plain view, no adapter wrappers): KV cache + last logits."""
+    gk.prompt_cache(batch)
 
 
 def _ours(gk: IntroLM, batch: Batch) -> None:
-    gk.forward_batch(batch, logits_to_keep=len(gk.intro_ids) + 1, use_cache=True)
+    gk.next_token_logits(gk.forward_batch(batch, use_cache=True))
 
 
 def _timed(fn, *args) -> float:

@@ -54,3 +54,13 @@ def synthetic_data(tmp_path, monkeypatch):
     root = build_synthetic_data(tmp_path / "data")
     monkeypatch.setenv("INTROROUTE_DATA", str(root))
     return root
+
+
+@pytest.fixture
+def tiny_base_dir(tiny_lm, tmp_path):
+    """``tiny_lm`` saved as an HF model directory, loadable by ``introroute.gatekeeper.load_base``."""
+    model, tokenizer = tiny_lm
+    directory = tmp_path / "tiny-llama"
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

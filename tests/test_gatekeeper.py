@@ -47,15 +47,6 @@ def _perturb(gk: IntroLM, seed: int = 1) -> IntroLM:
     return gk
 
 
-@pytest.fixture
-def tiny_base_dir(tiny_lm, tmp_path):
-    model, tokenizer = tiny_lm
-    directory = tmp_path / "tiny-llama"
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
 def _gatekeeper(base_dir, **config) -> IntroLM:
     return _perturb(IntroLM.build(load_base(base_dir), IntroConfig(targets=TARGETS, **config)))
 
@@ -74,12 +65,14 @@ def test_prompt_logits_and_cache_equal_base(gk, batch_rows):
     ids = torch.cat([batch.input_ids, intro], dim=1)
     mask = torch.cat([batch.attention_mask, torch.ones_like(intro)], dim=1)
     with torch.inference_mode():
-        logits, head_logits, cache = gk.forward_batch(batch, use_cache=True)
+        output = gk.forward_batch(batch, logits_to_keep=0, use_cache=True)
+        logits, head_logits, cache, _ = output
+        next_logits = gk.next_token_logits(output)
         with gk.peft_model.disable_adapter():
             base_out = gk.peft_model(
                 input_ids=ids, attention_mask=mask, position_ids=gk._positions(mask), use_cache=True
             )
-            _, base_head, _ = gk.forward_batch(batch)
+            base_head = gk.forward_batch(batch).head_logits
         plain = gk.plain(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,
@@ -93,6 +86,7 @@ def test_prompt_logits_and_cache_equal_base(gk, batch_rows):
     # Against a prefill of the prompt alone (one position fewer in every matmul) the kernels may
     # round differently; equal to fp32 rounding (identical on SmolLM2 here, see the slow test).
     torch.testing.assert_close(logits[:, :width, :vocab], plain.logits[:, :, :vocab], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(next_logits[:, :vocab], logits[:, width - 1, :vocab], rtol=1e-5, atol=1e-6)
     assert cache.get_seq_length() == width
     for ours, theirs in zip(cache.layers, plain.past_key_values.layers, strict=True):
         torch.testing.assert_close(ours.keys, theirs.keys, rtol=1e-5, atol=1e-6)

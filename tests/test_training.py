@@ -42,15 +42,6 @@ WORDS = [
 ]
 
 
-@pytest.fixture
-def base_dir(tiny_lm, tmp_path):
-    model, tokenizer = tiny_lm
-    directory = tmp_path / "tiny-base"
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
 def _conversations(n: int, seed: int) -> tuple[list, np.ndarray]:
     rng = np.random.default_rng(seed)
     conversations, labels = [], []
@@ -65,9 +56,9 @@ def _conversations(n: int, seed: int) -> tuple[list, np.ndarray]:
 
 
 @pytest.mark.parametrize("num_intro_tokens", [1, 2])
-def test_fast_path_equals_naive_loss_and_gradients(base_dir, num_intro_tokens):
+def test_fast_path_equals_naive_loss_and_gradients(tiny_base_dir, num_intro_tokens):
     gk = IntroLM.build(
-        load_base(base_dir), IntroConfig(targets=["self", "remote"], num_intro_tokens=num_intro_tokens)
+        load_base(tiny_base_dir), IntroConfig(targets=["self", "remote"], num_intro_tokens=num_intro_tokens)
     )
     with torch.no_grad():
         for name, param in gk.peft_model.named_parameters():
@@ -102,8 +93,8 @@ def test_masked_bce_ignores_missing_labels():
 
 
 @pytest.mark.parametrize("prompt_cache", ["epoch", "memory"])
-def test_fit_learns_and_saves_best(base_dir, tmp_path, prompt_cache):
-    gk = IntroLM.build(load_base(base_dir), IntroConfig(targets=["self", "remote"]))
+def test_fit_learns_and_saves_best(tiny_base_dir, tmp_path, prompt_cache):
+    gk = IntroLM.build(load_base(tiny_base_dir), IntroConfig(targets=["self", "remote"]))
     train = make_dataset(gk, *_conversations(48, seed=1))
     validation = make_dataset(gk, *_conversations(24, seed=2))
     config = TrainConfig(
@@ -113,7 +104,7 @@ def test_fit_learns_and_saves_best(base_dir, tmp_path, prompt_cache):
     assert result.history[0]["epoch"] == 1 and len(result.history) <= 6
     assert result.history[result.best_epoch - 1]["val_auc/self"] >= 0.9
     assert gk.trained
-    loaded = IntroLM.from_pretrained(str(tmp_path / "best"), base=str(base_dir))
+    loaded = IntroLM.from_pretrained(str(tmp_path / "best"), base=str(tiny_base_dir))
     assert loaded.trained
     convs, _ = _conversations(4, seed=3)
     np.testing.assert_allclose(loaded.scores_batch(convs), gk.scores_batch(convs), atol=1e-6)
@@ -121,7 +112,7 @@ def test_fit_learns_and_saves_best(base_dir, tmp_path, prompt_cache):
         assert result.history[0]["cache_gib"] > 0
 
 
-def test_dataset_shape_is_checked(base_dir):
-    gk = IntroLM.build(load_base(base_dir), IntroConfig(targets=["self"]))
+def test_dataset_shape_is_checked(tiny_base_dir):
+    gk = IntroLM.build(load_base(tiny_base_dir), IntroConfig(targets=["self"]))
     with pytest.raises(ValueError, match="labels must be"):
         make_dataset(gk, [[{"role": "user", "content": "paris"}]], np.zeros((1, 2)))

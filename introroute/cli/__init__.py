@@ -16,6 +16,9 @@ from introroute.errors import IntrorouteError
 # sub-command -> (module with add_arguments/main, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("introroute.cli.score", "score a query with the gatekeeper (and answer it locally)"),
+    "train": ("introroute.cli.train", "train the gatekeeper's heads on a routing log"),
+    "baseline": ("introroute.cli.baseline", "fit a baseline scorer (MiniLM, probe, prior) on a log"),
+    "eval": ("introroute.cli.eval", "compare the gatekeeper with baselines: metrics, CIs and plots"),
     "label": ("introroute.data.label_command", "run a model over a benchmark and grade its answers"),
     "import-logs": ("introroute.data.import_command", "import public routing logs into routing-log JSONL"),
 }

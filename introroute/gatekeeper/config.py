@@ -38,6 +38,15 @@ class IntroConfig:
             raise ValueError(f"num_intro_tokens must be >= 1, got {self.num_intro_tokens}")
         if self.max_context <= self.num_intro_tokens:
             raise ValueError(f"max_context must exceed num_intro_tokens, got {self.max_context}")
+        if self.lora_r < 0:
+            raise ValueError(f"lora_r must be >= 0 (0: no LoRA), got {self.lora_r}")
+        if not self.uses_lora and not self.train_intro_embedding:
+            raise ValueError("without LoRA (lora_r=0 or no target_modules) the [INTRO] embedding must train")
+
+    @property
+    def uses_lora(self) -> bool:
+        """False for the ablation "[INTRO] embedding + head only": ``lora_r=0`` or no target modules."""
+        return self.lora_r > 0 and bool(self.target_modules)
 
     @property
     def intro_tokens(self) -> list[str]:

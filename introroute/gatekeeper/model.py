@@ -18,11 +18,11 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, PeftConfig, PeftModel, TrainableTokensConfig, get_peft_model
 from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
 from transformers import AddedToken, AutoModelForCausalLM, DynamicCache, PreTrainedModel
 
@@ -59,6 +59,15 @@ class Prefill:
     @property
     def prompt_tokens(self) -> int:
         return int(self.input_ids.shape[1])
+
+
+class IntroOutput(NamedTuple):
+    """What one scoring forward yields."""
+
+    logits: torch.Tensor  # LM logits of the kept positions
+    head_logits: torch.Tensor  # [B, targets], before the sigmoid
+    cache: DynamicCache | None  # the prompt positions' KV cache
+    hidden: torch.Tensor  # final (normed) hidden states, every position
 
 
 @dataclass
@@ -127,19 +136,24 @@ class IntroLM(torch.nn.Module):
                 if output is not None and output.weight.data_ptr() != embeddings.data_ptr():
                     output.weight[base_vocab_size:] = 0.0
         plain = _plain_view(model)
-        lora = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=list(config.target_modules),
-            layers_to_transform=config.layers_to_transform,
-            alora_invocation_tokens=intro_ids,
-            trainable_token_indices=intro_ids if config.train_intro_embedding else None,
-            task_type="CAUSAL_LM",
+        peft_config: PeftConfig = (
+            LoraConfig(
+                r=config.lora_r,
+                lora_alpha=config.lora_alpha,
+                lora_dropout=config.lora_dropout,
+                target_modules=list(config.target_modules),
+                layers_to_transform=config.layers_to_transform,
+                alora_invocation_tokens=intro_ids,
+                trainable_token_indices=intro_ids if config.train_intro_embedding else None,
+                task_type="CAUSAL_LM",
+            )
+            if config.uses_lora
+            # The no-LoRA ablation: only the [INTRO] embedding row (and the head) learn.
+            else TrainableTokensConfig(token_indices=intro_ids, task_type="CAUSAL_LM")
         )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            peft_model = get_peft_model(model, lora)
+            peft_model = get_peft_model(model, peft_config)
             head = torch.nn.Linear(model.config.hidden_size, len(config.targets))
             torch.nn.init.normal_(head.weight, std=0.02)
             torch.nn.init.zeros_(head.bias)
@@ -234,15 +248,12 @@ class IntroLM(torch.nn.Module):
         return (mask.cumsum(dim=-1) - 1).clamp(min=0)
 
     # ------------------------------------------------------------------ the forward pass
-    def forward_batch(
-        self, batch: Batch, logits_to_keep: int = 0, use_cache: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, DynamicCache | None]:
+    def forward_batch(self, batch: Batch, logits_to_keep: int = 1, use_cache: bool = False) -> IntroOutput:
         """One adapter-active forward over prompt + introspective tokens.
 
         Activated LoRA changes only the introspective positions, so every prompt position (its
-        logits and its KV cache) is computed exactly as by the base model. Returns (logits of the
-        last ``logits_to_keep`` positions, all when 0; head logits ``[B, targets]``; the cache
-        cropped back to the prompt when ``use_cache``).
+        logits and its KV cache) is computed exactly as by the base model. ``logits_to_keep``:
+        LM logits of that many last positions (0: all); the cache is cropped back to the prompt.
         """
         k = len(self.intro_ids)
         rows = batch.input_ids.shape[0]
@@ -261,7 +272,17 @@ class IntroLM(torch.nn.Module):
         cache = out.past_key_values if use_cache else None
         if cache is not None:
             cache.crop(-k)  # keep the prompt positions only: exactly the base model's cache
-        return out.logits, self.head(out.hidden_states[-1][:, -k:].mean(dim=1)), cache
+        hidden = out.hidden_states[-1]
+        return IntroOutput(out.logits, self.head(hidden[:, -k:].mean(dim=1)), cache, hidden)
+
+    def next_token_logits(self, output: IntroOutput) -> torch.Tensor:
+        """LM logits ``[B, V]`` at the last prompt position, for generation.
+
+        Taken from the final hidden states rather than via ``logits_to_keep=k+1``: a 3-D slice of
+        two positions sends the LM head down a batched-matmul path that copies the whole
+        vocabulary matrix (~25 ms on SmolLM2), more than the rest of the scoring overhead.
+        """
+        return self.plain.get_output_embeddings()(output.hidden[:, -len(self.intro_ids) - 1, :])
 
     def prompt_cache(self, batch: Batch) -> DynamicCache:
         """The prompt's KV cache from the plain base model, without gradients.
@@ -309,16 +330,16 @@ class IntroLM(torch.nn.Module):
         prompt = self.encode(messages)
         batch = self.collate([prompt])
         encoded = time.perf_counter()
-        k = len(self.intro_ids)
         with self._lock, torch.inference_mode():
-            logits, head_logits, cache = self.forward_batch(batch, logits_to_keep=k + 1, use_cache=True)
+            output = self.forward_batch(batch, use_cache=True)
+            next_logits = self.next_token_logits(output)
         done = time.perf_counter()
-        probs = self._probabilities(head_logits)[0]
+        probs = self._probabilities(output.head_logits)[0]
         return Prefill(
             scores=dict(zip(self.targets, probs.tolist(), strict=True)),
-            cache=cache,
+            cache=output.cache,
             input_ids=batch.input_ids,
-            next_token_logits=logits[:, 0, :],
+            next_token_logits=next_logits,
             truncated=prompt.truncated,
             ignored_parts=prompt.ignored_parts,
             timings={
@@ -346,7 +367,7 @@ class IntroLM(torch.nn.Module):
         for start in range(0, len(prompts), batch_size):
             batch = self.collate(prompts[start : start + batch_size])
             with self._lock, torch.inference_mode():
-                _, head_logits, _ = self.forward_batch(batch, logits_to_keep=1)
+                head_logits = self.forward_batch(batch).head_logits
             chunks.append(self._probabilities(head_logits))
         return np.concatenate(chunks, axis=0)
 

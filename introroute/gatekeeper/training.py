@@ -92,7 +92,7 @@ def pos_weights(labels: np.ndarray) -> torch.Tensor:
 
 def naive_head_logits(gk: IntroLM, batch: Batch) -> torch.Tensor:
     """The reference: one adapter-active forward over prompt + [INTRO] (gradients everywhere)."""
-    return gk.forward_batch(batch, logits_to_keep=1)[1]
+    return gk.forward_batch(batch).head_logits
 
 
 def fast_head_logits(gk: IntroLM, batch: Batch) -> torch.Tensor:
@@ -152,7 +152,7 @@ def _predict(gk: IntroLM, dataset: Dataset, batch_size: int) -> np.ndarray:
     with torch.inference_mode():
         for start in range(0, len(dataset), batch_size):
             batch = gk.collate(dataset.prompts[start : start + batch_size])
-            out.append(torch.sigmoid(gk.forward_batch(batch, logits_to_keep=1)[1]).numpy())
+            out.append(torch.sigmoid(gk.forward_batch(batch).head_logits).numpy())
     return np.concatenate(out) if out else np.zeros((0, len(gk.targets)))
 
 

@@ -1,0 +1,80 @@
+"""``introroute train``: fit the gatekeeper's heads on a routing log (train split; early stopping on
+the validation split), and save the best epoch as an adapter directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log", action="append", required=True, help="routing-log JSONL(.gz) path, or a vendored log's name"
+    )
+    parser.add_argument("--targets", nargs="+", required=True, help="target names as in the log ('self'...)")
+    parser.add_argument("--out", type=Path, required=True, help="adapter directory to write")
+    parser.add_argument("--base", default="smollm2-135m-instruct")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--patience", type=int, default=2)
+    parser.add_argument("--lora-r", type=int, default=8)
+    parser.add_argument("--target-modules", nargs="+", help="projections to adapt (default: q_proj v_proj)")
+    parser.add_argument("--num-intro-tokens", type=int, default=1)
+    parser.add_argument("--max-context", type=int, default=1024)
+    parser.add_argument("--limit-train", type=int, help="seeded random subset of the train split")
+    parser.add_argument("--limit-val", type=int, help="seeded random subset of the validation split")
+    parser.add_argument("--prompt-cache", choices=["epoch", "memory"], default="memory")
+    parser.add_argument("--cache-dtype", choices=["float32", "bfloat16", "float16"], default="bfloat16")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int)
+
+
+def main(args: argparse.Namespace) -> int:
+    import torch
+
+    from introroute.gatekeeper import IntroConfig, IntroLM, load_base
+    from introroute.gatekeeper.config import DEFAULT_TARGET_MODULES
+    from introroute.gatekeeper.records import load_log, select, to_examples
+    from introroute.gatekeeper.training import TrainConfig, fit, make_dataset
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    records = [r for spec in args.log for r in load_log(spec)]
+    train_records = select(records, ["train"], args.limit_train, args.seed)
+    val_records = select(records, ["validation"], args.limit_val, args.seed)
+    config = IntroConfig(
+        targets=list(args.targets),
+        num_intro_tokens=args.num_intro_tokens,
+        lora_r=args.lora_r,
+        lora_alpha=2 * args.lora_r,
+        target_modules=list(args.target_modules or DEFAULT_TARGET_MODULES),
+        max_context=args.max_context,
+        seed=args.seed,
+    )
+    gk = IntroLM.build(load_base(args.base), config)
+    train = make_dataset(gk, *to_examples(train_records, args.targets))
+    validation = make_dataset(gk, *to_examples(val_records, args.targets))
+    print(f"train {len(train)} records, validation {len(validation)} records, targets {args.targets}")
+    result = fit(
+        gk,
+        train,
+        validation,
+        TrainConfig(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            patience=args.patience,
+            seed=args.seed,
+            prompt_cache=args.prompt_cache,
+            cache_dtype=args.cache_dtype,
+        ),
+        output_dir=args.out,
+    )
+    summary = {"best_epoch": result.best_epoch, "best_val_auc": result.best_val_auc}
+    summary["seconds"] = result.seconds
+    history = json.dumps(summary | {"history": result.history}, indent=2)
+    (args.out / "training_history.json").write_text(history + "\n")
+    print(json.dumps(summary))
+    return 0
