@@ -118,9 +118,9 @@ class _CacheStore:
 
     def __init__(self, dtype: torch.dtype) -> None:
         self.dtype = dtype
-        self.layers: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.layers: dict[tuple[str | int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
-    def get(self, gk: IntroLM, key: tuple[int, ...], batch: Batch) -> DynamicCache:
+    def get(self, gk: IntroLM, key: tuple[str | int, ...], batch: Batch) -> DynamicCache:
         if key not in self.layers:
             cache = gk.prompt_cache(batch)
             self.layers[key] = [
@@ -136,9 +136,11 @@ class _CacheStore:
         return sum(k.nbytes + v.nbytes for layers in self.layers.values() for k, v in layers) / 2**30
 
 
-def validation_auc(gk: IntroLM, dataset: Dataset, batch_size: int) -> list[float]:
+def validation_auc(
+    gk: IntroLM, dataset: Dataset, batch_size: int, store: _CacheStore | None = None
+) -> list[float]:
     """ROC-AUC per target on ``dataset`` (NaN where a target has a single class)."""
-    probabilities = _predict(gk, dataset, batch_size)
+    probabilities = _predict(gk, dataset, batch_size, store)
     aucs = []
     for column in range(dataset.labels.shape[1]):
         observed = ~np.isnan(dataset.labels[:, column])
@@ -146,13 +148,18 @@ def validation_auc(gk: IntroLM, dataset: Dataset, batch_size: int) -> list[float
     return aucs
 
 
-def _predict(gk: IntroLM, dataset: Dataset, batch_size: int) -> np.ndarray:
+def _predict(gk: IntroLM, dataset: Dataset, batch_size: int, store: _CacheStore | None) -> np.ndarray:
+    """Validation probabilities; with a cache store, the prompts are run once for all epochs."""
     gk.eval()
     out = []
-    with torch.inference_mode():
+    with torch.no_grad():
         for start in range(0, len(dataset), batch_size):
             batch = gk.collate(dataset.prompts[start : start + batch_size])
-            out.append(torch.sigmoid(gk.forward_batch(batch).head_logits).numpy())
+            if store is None:
+                logits = gk.forward_batch(batch).head_logits
+            else:
+                logits = gk.intro_forward(batch, store.get(gk, ("validation", start), batch))
+            out.append(torch.sigmoid(logits).numpy())
     return np.concatenate(out) if out else np.zeros((0, len(gk.targets)))
 
 
@@ -198,7 +205,7 @@ def fit(
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         epoch_seconds = time.perf_counter() - epoch_start
-        aucs = validation_auc(gk, validation, config.batch_size)
+        aucs = validation_auc(gk, validation, config.batch_size, store)
         mean_auc = float(np.nanmean(aucs)) if not np.all(np.isnan(aucs)) else float("nan")
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "epoch_s": epoch_seconds}
         row |= {f"val_auc/{t}": a for t, a in zip(gk.targets, aucs, strict=True)} | {"val_auc": mean_auc}
