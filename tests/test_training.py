@@ -116,3 +116,33 @@ def test_dataset_shape_is_checked(tiny_base_dir):
     gk = IntroLM.build(load_base(tiny_base_dir), IntroConfig(targets=["self"]))
     with pytest.raises(ValueError, match="labels must be"):
         make_dataset(gk, [[{"role": "user", "content": "paris"}]], np.zeros((1, 2)))
+
+
+def _log(path, records):
+    from introroute.data.jsonl import write_records
+    from introroute.data.schema import RoutingRecord
+
+    write_records(path, [RoutingRecord.model_validate(r) for r in records])
+    return path
+
+
+def test_train_command_rejects_bad_input_before_loading_a_model(tmp_path, capsys):
+    from introroute.cli import main as cli_main
+
+    record = {
+        "id": "q1",
+        "dataset": "demo",
+        "split": "train",
+        "messages": [{"role": "user", "content": "paris?"}],
+        "outcomes": {"gpt-4": {"model": "gpt-4", "correct": True}},
+    }
+    log = _log(tmp_path / "log.jsonl", [record])
+    out = tmp_path / "adapter"
+    assert cli_main(["train", "--log", str(log), "--targets", "nope", "--out", str(out)]) == 2
+    assert "no record has an outcome for target(s) ['nope']" in capsys.readouterr().err
+    assert (
+        cli_main(["train", "--log", str(tmp_path / "missing.jsonl"), "--targets", "gpt-4", "--out", str(out)])
+        == 2
+    )
+    assert "missing.jsonl" in capsys.readouterr().err
+    assert not out.exists()

@@ -44,6 +44,9 @@ def main(args: argparse.Namespace) -> int:
     records = [r for spec in args.log for r in load_log(spec)]
     train_records = select(records, ["train"], args.limit_train, args.seed)
     val_records = select(records, ["validation"], args.limit_val, args.seed)
+    # Labels first: a wrong target name fails here, before the base model is loaded.
+    train_examples = to_examples(train_records, args.targets)
+    val_examples = to_examples(val_records, args.targets)
     config = IntroConfig(
         targets=list(args.targets),
         num_intro_tokens=args.num_intro_tokens,
@@ -54,8 +57,8 @@ def main(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     gk = IntroLM.build(load_base(args.base), config)
-    train = make_dataset(gk, *to_examples(train_records, args.targets))
-    validation = make_dataset(gk, *to_examples(val_records, args.targets))
+    train = make_dataset(gk, *train_examples)
+    validation = make_dataset(gk, *val_examples)
     print(f"train {len(train)} records, validation {len(validation)} records, targets {args.targets}")
     result = fit(
         gk,

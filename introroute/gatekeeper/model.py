@@ -249,6 +249,12 @@ class IntroLM(torch.nn.Module):
         return (mask.cumsum(dim=-1) - 1).clamp(min=0)
 
     # ------------------------------------------------------------------ the forward pass
+    def _intro_inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The introspective token ids for every row, and the attention mask extended over them."""
+        rows, k = batch.input_ids.shape[0], len(self.intro_ids)
+        intro = torch.tensor([self.intro_ids] * rows, dtype=torch.long)
+        return intro, torch.cat([batch.attention_mask, torch.ones((rows, k), dtype=torch.long)], dim=1)
+
     @contextmanager
     def _final_hidden(self, last: int) -> Iterator[list[torch.Tensor]]:
         """Capture the decoder's final (normed) hidden states at the ``last`` positions.
@@ -275,10 +281,8 @@ class IntroLM(torch.nn.Module):
         LM logits of that many last positions (0: all); the cache is cropped back to the prompt.
         """
         k = len(self.intro_ids)
-        rows = batch.input_ids.shape[0]
-        intro = torch.tensor([self.intro_ids] * rows, dtype=torch.long)
+        intro, mask = self._intro_inputs(batch)
         ids = torch.cat([batch.input_ids, intro], dim=1)
-        mask = torch.cat([batch.attention_mask, torch.ones((rows, k), dtype=torch.long)], dim=1)
         with self._final_hidden(k + 1) as captured:
             out = self.peft_model(
                 input_ids=ids,
@@ -326,9 +330,7 @@ class IntroLM(torch.nn.Module):
         The cache grows by the introspective positions; callers that reuse it crop it back.
         """
         k = len(self.intro_ids)
-        rows = batch.input_ids.shape[0]
-        intro = torch.tensor([self.intro_ids] * rows, dtype=torch.long)
-        mask = torch.cat([batch.attention_mask, torch.ones((rows, k), dtype=torch.long)], dim=1)
+        intro, mask = self._intro_inputs(batch)
         with self._final_hidden(k) as captured:
             self.peft_model(
                 input_ids=intro,
