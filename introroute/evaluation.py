@@ -10,7 +10,7 @@ Within-task AUC is the mean of per-task AUCs (task = MMLU subject, else dataset)
 the task's size so that a 30-question subject moves it less than a 300-question one; its CI
 resamples inside each task. Outputs: ``report.json``, ``report.md``, ``predictions.jsonl`` and,
 per target, ``roc_<target>.png`` and ``reliability_<target>.png``. The within-task CI
-reuses the stratified bootstrap of :mod:`introroute.metrics` (its private ``_bootstrap``).
+reuses the stratified bootstrap of :mod:`introroute.metrics` (``bootstrap``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 from introroute.data.schema import RoutingRecord
 from introroute.errors import DataError
 from introroute.gatekeeper.records import to_examples
-from introroute.metrics import ECE_BINS, _bootstrap, bootstrap_ci, ece, report, roc_auc
+from introroute.metrics import ECE_BINS, bootstrap, bootstrap_ci, ece, report, roc_auc
 
 UNSEEN_SPLIT = "test_unseen"
 METRIC_NAMES = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "brier": "Brier", "ece": "ECE"}
@@ -81,7 +81,7 @@ def _interval(point: float, lo: float, hi: float) -> dict[str, float]:
 
 def _within_task(y: np.ndarray, p: np.ndarray, tasks: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
     names, codes = np.unique(tasks, return_inverse=True)
-    point, lo, hi = _bootstrap(
+    point, lo, hi = bootstrap(
         lambda idx: weighted_within_auc(y[idx], p[idx], codes[idx]), len(y), n_boot, seed, strata=codes
     )
     return _interval(point, lo, hi) | {"tasks": len(names)}
@@ -216,18 +216,18 @@ def markdown(result: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN becomes null, so the report is strict JSON."""
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, Mapping):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
-def _slug(target: str) -> str:
+def slug(target: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", target)
 
 
@@ -257,7 +257,7 @@ def _plot_per_target(
         draw(ax, labels[observed, column], {name: p[observed, column] for name, p in predictions.items()})
         ax.set_title(target, fontsize="medium")
         ax.legend(fontsize="small")
-        paths.append(out_dir / f"{prefix}_{_slug(target)}.png")
+        paths.append(out_dir / f"{prefix}_{slug(target)}.png")
         fig.savefig(paths[-1], dpi=120, bbox_inches="tight")
         plt.close(fig)
     return paths
@@ -292,6 +292,23 @@ def _draw_reliability(ax: Any, y: np.ndarray, scores: dict[str, np.ndarray]) -> 
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted probability", ylabel="observed success rate")
 
 
+def prediction_line(
+    record: RoutingRecord, labels: Mapping[str, float], scores: Mapping[str, Mapping[str, float]]
+) -> dict[str, Any]:
+    """One ``predictions.jsonl`` line: the record's identity, its labels and every scorer's scores.
+
+    The format ``introroute eval --routing`` and ``introroute calibrate`` read back.
+    """
+    return {
+        "id": record.id,
+        "dataset": record.dataset,
+        "subject": record.subject,
+        "split": record.split,
+        "labels": dict(labels),
+        "scores": {name: dict(by_target) for name, by_target in scores.items()},
+    }
+
+
 def write_outputs(
     out_dir: str | Path,
     records: Sequence[RoutingRecord],
@@ -304,21 +321,16 @@ def write_outputs(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _, labels = to_examples(records, targets)
-    (out / "report.json").write_text(json.dumps(_json_safe(result), indent=1, allow_nan=False) + "\n")
+    (out / "report.json").write_text(json.dumps(json_safe(result), indent=1, allow_nan=False) + "\n")
     (out / "report.md").write_text(markdown(result))
     with (out / "predictions.jsonl").open("w") as handle:
         for row, record in enumerate(records):
-            line = {
-                "id": record.id,
-                "dataset": record.dataset,
-                "subject": record.subject,
-                "split": record.split,
-                "labels": dict(zip(targets, labels[row].tolist(), strict=True)),
-                "scores": {
-                    name: dict(zip(targets, p[row].tolist(), strict=True)) for name, p in predictions.items()
-                },
-            }
-            handle.write(json.dumps(_json_safe(line)) + "\n")
+            line = prediction_line(
+                record,
+                dict(zip(targets, labels[row].tolist(), strict=True)),
+                {name: dict(zip(targets, p[row].tolist(), strict=True)) for name, p in predictions.items()},
+            )
+            handle.write(json.dumps(json_safe(line)) + "\n")
     written = [out / "report.json", out / "report.md", out / "predictions.jsonl"]
     written += _plot_per_target(labels, predictions, targets, out, "roc", _draw_roc)
     return written + _plot_per_target(labels, predictions, targets, out, "reliability", _draw_reliability)

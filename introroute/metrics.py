@@ -96,7 +96,7 @@ def ece(y: Array, p: Array, n_bins: int = ECE_BINS) -> float:
 METRICS: dict[str, Metric] = {"roc_auc": _roc_auc, "pr_auc": _pr_auc, "brier": _brier, "ece": _ece}
 
 
-def _bootstrap(
+def bootstrap(
     statistic: Callable[[np.ndarray], float],
     n_items: int,
     n: int,
@@ -134,7 +134,7 @@ def bootstrap_ci(
 ) -> tuple[float, float, float]:
     """``(point estimate, 2.5th, 97.5th percentile)`` of ``metric`` over ``n`` bootstrap resamples."""
     y_arr, p_arr = _arrays(y, p)
-    return _bootstrap(lambda idx: metric(y_arr[idx], p_arr[idx]), len(y_arr), n, seed)
+    return bootstrap(lambda idx: metric(y_arr[idx], p_arr[idx]), len(y_arr), n, seed)
 
 
 def _within_group_auc(y: np.ndarray, p: np.ndarray, groups: np.ndarray) -> float:
@@ -194,7 +194,7 @@ def report(
     g_arr = np.asarray(groups)
     if g_arr.shape != y_arr.shape:
         raise ValueError(f"groups need the same length as labels, got {g_arr.shape} and {y_arr.shape}")
-    value, lo, hi = _bootstrap(
+    value, lo, hi = bootstrap(
         lambda idx: within_group_auc(y_arr[idx], p_arr[idx], g_arr[idx]), len(y_arr), n, seed, strata=g_arr
     )
     return {

@@ -37,7 +37,7 @@ def test_shipped_configs_load_and_validate(path, monkeypatch, router_fake_gateke
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     config = load_config(path)
     assert config.name == path.stem
-    assert config.tiers[0].local and config.tiers[0].target == "self"
+    assert all(t.target == "self" for t in config.tiers if t.local)
     assert config.gatekeeper is not None  # validated only: the real model is never loaded here
     assert (SECRET in config.secrets()) == (len(config.tiers) > 1)
     Router(config, gatekeeper=router_fake_gatekeeper)  # policy params and tier prices check out
@@ -92,6 +92,26 @@ def test_unset_env_var_names_file_key_path_and_variable(tmp_path, monkeypatch):
             "gatekeeper.timeout: unknown key; expected one of ['adapter', 'base',",
         ),
         ({"tiers": []}, "tiers: List should have at least 1 item"),
+        (
+            {"gatekeeper": {"calibration": {"gpt-4": {"method": "platt", "a": 1}}}},
+            "gatekeeper.calibration.gpt-4: method 'platt' takes exactly ['a', 'b']; missing ['b']",
+        ),
+        (
+            {"gatekeeper": {"calibration": {"self": {"method": "isotonic", "x": [0.5, 0.2], "y": [0, 1]}}}},
+            "gatekeeper.calibration.self.x: must be strictly increasing",
+        ),
+        (
+            {"gatekeeper": {"calibration": {"self": {"method": "isotonic", "x": [0, 1], "y": [0, 2]}}}},
+            "gatekeeper.calibration.self.y[1]: Input should be less than or equal to 1",
+        ),
+        (
+            {"gatekeeper": {"calibration": {"self": {"method": "platt", "a": 1, "b": 0, "slope": 1}}}},
+            "gatekeeper.calibration.self.slope: unknown key; expected one of ['a', 'b', 'method', 'x', 'y']",
+        ),
+        (
+            {"gatekeeper": {"calibration": {"gpt4": {"method": "platt", "a": 1, "b": 0}}}},
+            "gatekeeper.calibration.gpt4: no tier uses this target; expected one of ['gpt-4', 'self']",
+        ),
     ],
 )
 def test_errors_name_file_key_path_and_expectation(tmp_path, monkeypatch, patch, expected):
@@ -100,6 +120,18 @@ def test_errors_name_file_key_path_and_expectation(tmp_path, monkeypatch, patch,
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert f"{path}: {expected}" in str(err.value)
+
+
+def test_gatekeeper_calibration_loads_from_yaml(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_KEY", SECRET)
+    calibration = {
+        "self": {"method": "isotonic", "x": [0.1, 0.9], "y": [0.2, 0.7]},
+        "gpt-4": {"method": "platt", "a": 0.5, "b": -0.25},
+    }
+    config = load_config(_write(tmp_path, {**MINIMAL, "gatekeeper": {"calibration": calibration}}))
+    stored = config.gatekeeper.calibration
+    assert {target: c.model_dump(exclude_none=True) for target, c in stored.items()} == calibration
+    assert load_config(MINIMAL).gatekeeper is None  # calibration is optional
 
 
 def test_tier_errors_and_unknown_litellm_params(tmp_path, monkeypatch):

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from introroute.data import label_command
-from introroute.data.benchmarks import BenchmarkItem, format_mc, shuffle_options
+from introroute.data.benchmarks import BenchmarkItem, format_mc, items_from_records, shuffle_options
 from introroute.data.graders import LETTERS
-from introroute.data.jsonl import read_records
+from introroute.data.jsonl import read_records, write_records
 from introroute.data.labelling import (
     Answer,
     HFAnswerer,
@@ -22,6 +22,9 @@ from introroute.data.labelling import (
     llm_judge_grader,
     write_summary,
 )
+from introroute.data.schema import Message, RoutingRecord, TargetOutcome
+from introroute.errors import DataError
+from introroute.gatekeeper.records import load_logs, select
 
 
 def mc_items(n: int, seed: int | None = 0) -> list[BenchmarkItem]:
@@ -176,3 +179,66 @@ def test_label_command_main(synthetic_data: Path, tmp_path: Path, monkeypatch, c
     assert "arc-easy" in capsys.readouterr().out
     assert label_command.main(args) == 0  # resumed: nothing new
     assert len(read_records(out)) == 5
+
+
+def _log_record(record_id: str, split: str, gold: str, outcomes: dict | None = None) -> RoutingRecord:
+    prompt = f"Question {record_id}?\nA. alpha\nB. beta\nC. gamma\nD. delta\nAnswer:"
+    return RoutingRecord(
+        id=record_id,
+        dataset="mmlu",
+        subject="toy",
+        split=split,
+        messages=[Message(role="user", content=prompt)],
+        outcomes=outcomes or {"remote": TargetOutcome(model="remote", correct=True)},
+        gold=gold,
+    )
+
+
+def test_label_from_a_log_answers_its_messages_and_merges_back(tmp_path: Path, monkeypatch) -> None:
+    """`label --log`: the same prompts the log's targets saw, the same subset train/eval select."""
+    log = tmp_path / "log.jsonl"
+    records = [_log_record(f"q/{i}", "train" if i < 6 else "test", "B") for i in range(8)]
+    write_records(log, records)
+    items = items_from_records(records)
+    assert items[0].kind == "mc" and items[0].options == ("alpha", "beta", "gamma", "delta")
+    assert items[0].messages == [m.model_dump() for m in records[0].messages]
+
+    monkeypatch.setattr(
+        label_command, "LiteLLMAnswerer", functools.partial(LiteLLMAnswerer, mock_response="B) beta")
+    )
+    parser = argparse.ArgumentParser()
+    label_command.add_arguments(parser)
+    out = tmp_path / "self.jsonl"
+    argv = ["--backend", "litellm", "--model", "openai/m", "--target", "self", "--log", str(log)]
+    args = parser.parse_args([*argv, "--splits", "train", "--limit", "4", "--no-progress", "--out", str(out)])
+    assert label_command.main(args) == 0
+    labelled = read_records(out)
+    assert {r.id for r in labelled} == {r.id for r in select(records, ["train"], 4, 0)}
+    assert all(r.outcomes["self"].correct for r in labelled)
+
+    merged = load_logs([str(log), str(out)])
+    assert [r.id for r in merged] == [r.id for r in records]  # first log's order: select() agrees
+    both = [r for r in merged if "self" in r.outcomes]
+    assert len(both) == 4 and all("remote" in r.outcomes for r in both)
+
+
+def test_merging_logs_refuses_conflicts(tmp_path: Path) -> None:
+    first, other = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    write_records(first, [_log_record("q/1", "train", "A")])
+    write_records(other, [_log_record("q/1", "train", "A")])
+    with pytest.raises(DataError, match=r"repeats outcome\(s\) \['remote'\]"):
+        load_logs([str(first), str(other)])
+    changed = _log_record("q/1", "train", "A", {"self": TargetOutcome(model="m", correct=False)})
+    changed.messages[0].content += " (edited)"
+    write_records(other, [changed])
+    with pytest.raises(DataError, match="other messages"):
+        load_logs([str(first), str(other)])
+
+
+def test_items_from_records_needs_a_gradable_gold() -> None:
+    with pytest.raises(DataError, match="no gold"):
+        items_from_records([_log_record("q/1", "train", "A").model_copy(update={"gold": None})])
+    with pytest.raises(DataError, match="task kind"):
+        items_from_records([_log_record("q/1", "train", "maybe")])
+    number = items_from_records([_log_record("q/2", "train", "1,080")])[0]
+    assert (number.kind, number.gold) == ("number", "1080")

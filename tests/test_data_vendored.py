@@ -12,6 +12,7 @@ from introroute.data.jsonl import read_records, write_records
 from introroute.data.paths import VENDORED_DIR, data_root, vendored_path
 from introroute.data.splits import pick_unseen_subjects, split_of
 from introroute.data.stats import accuracy_table
+from introroute.gatekeeper.records import load_logs, select
 
 EXPECTED = {"routellm_mmlu": 11755, "routellm_gsm8k": 1319, "routerbench": 2218}
 MIXTRAL, GPT4 = "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"
@@ -67,3 +68,19 @@ def test_vendored_files_regenerate_byte_for_byte(tmp_path: Path) -> None:
     for name, importer in IMPORTERS.items():
         write_records(tmp_path / f"{name}.jsonl.gz", importer())
         assert (tmp_path / f"{name}.jsonl.gz").read_bytes() == vendored_path(name).read_bytes(), name
+
+
+def test_self_labels_line_up_with_the_routellm_records(vendored: dict[str, list]) -> None:
+    """SmolLM2's own outcomes are on RouteLLM's prompts, as logged, for the subsets the results use."""
+    self_labels = read_records(vendored_path("self_smollm2_mmlu"))
+    assert len(self_labels) == 3300 and len({r.id for r in self_labels}) == 3300
+    routellm = {r.id: r for r in vendored["routellm_mmlu"]}
+    for record in self_labels:
+        logged = routellm[record.id]
+        assert (record.messages, record.split, record.gold) == (logged.messages, logged.split, logged.gold)
+        assert set(record.outcomes) == {"self"} and record.outcomes["self"].correct is not None
+    merged = load_logs(["routellm_mmlu", "self_smollm2_mmlu"])
+    assert sum("self" in r.outcomes for r in merged) == 3300
+    for split, limit in (("train", 1500), ("validation", 300)):
+        assert all("self" in r.outcomes for r in select(merged, [split], limit, 0))
+    assert all("self" in r.outcomes for r in select(merged, ["test", "test_unseen"], 1500, 0))

@@ -216,7 +216,10 @@ def test_save_load_round_trip(gk, tiny_base_dir, tmp_path):
     gk.save_pretrained(str(adapter))
     names = sorted(p.name for p in adapter.iterdir())
     assert {"adapter_config.json", "adapter_model.safetensors", "introroute.json"} <= set(names)
-    assert all(n.endswith((".json", ".safetensors", ".md")) for n in names), names
+    assert all(n.endswith((".json", ".safetensors")) for n in names), names  # no model-card template
+    peft_config = json.loads((adapter / "adapter_config.json").read_text())
+    assert peft_config["base_model_name_or_path"] == gk.base_name  # not a local cache path
+    assert gk.peft_model.peft_config["default"].base_model_name_or_path != gk.base_name
     meta = json.loads((adapter / "introroute.json").read_text())
     assert meta["base"]["fingerprint"] == gk.base_fingerprint
     loaded = IntroLM.from_pretrained(str(adapter), base=str(tiny_base_dir))

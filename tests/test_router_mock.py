@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 
 import pytest
@@ -40,7 +41,7 @@ def test_confident_gatekeeper_routes_to_local_tier_with_one_prefill(router_fake_
     d = introroute.decision(response)
     assert response._hidden_params["introroute"] == d.model_dump(mode="json")
     assert (d.tier, d.model, d.policy_tier) == ("local", "introroute/t/local", "local")
-    assert d.scores == {"self": 0.9, "gpt-4": 0.95}
+    assert d.scores == {"self": 0.9, "gpt-4": 0.95} and d.raw_scores is None  # no calibration configured
     assert (d.policy, d.policy_params, d.policy_detail) == ("threshold", {"tau": 0.5}, {"p": 0.9})
     assert d.gatekeeper_ms is not None and d.gatekeeper_ms >= 0
     assert (d.attempts, d.fallbacks_used, d.errors, d.fail_safe_reason) == (1, [], [], None)
@@ -126,6 +127,40 @@ def test_gatekeeper_over_time_budget_routes_to_fail_safe_without_waiting():
         return introroute.decision(await router.acompletion(messages=QUESTION))
 
     assert asyncio.run(scored_async()).fail_safe_reason == d.fail_safe_reason
+
+
+# Raw self=0.9 routes locally at tau=0.5; sigmoid(logit(0.9) - 3) = 0.31 does not. Raw self=0.2
+# routes to large; the isotonic map lifts it to 0.6 + 0.1 * 0.3 / 0.9 = 0.633.
+DEFLATE = {"self": {"method": "platt", "a": 1.0, "b": -3.0}}
+INFLATE = {"self": {"method": "isotonic", "x": [0.1, 1.0], "y": [0.6, 0.9]}}
+
+
+@pytest.mark.parametrize(
+    ("raw", "calibration", "calibrated", "tier"),
+    [(0.9, DEFLATE, 1 / (1 + math.exp(3) / 9), "large"), (0.2, INFLATE, 0.6 + 0.1 / 3, "local")],
+)
+def test_policy_decides_on_calibrated_scores_and_decision_keeps_raw_ones(
+    tmp_path, raw, calibration, calibrated, tier
+):
+    log = tmp_path / "routing.jsonl"
+    config = router_config(gatekeeper={"calibration": calibration}, routing_log=str(log))
+    gk = FakeGatekeeper({"self": raw, "gpt-4": 0.95})
+    assert Router.from_dict(router_config(), gatekeeper=gk).route(QUESTION).tier != tier  # raw decision
+
+    d = introroute.decision(Router.from_dict(config, gatekeeper=gk).completion(messages=QUESTION))
+    assert (d.tier, d.policy_tier) == (tier, tier)
+    assert d.scores == pytest.approx({"self": calibrated, "gpt-4": 0.95})  # uncalibrated target passes
+    assert d.raw_scores == {"self": raw, "gpt-4": 0.95}
+    logged = json.loads(log.read_text())["decision"]
+    assert (logged["scores"], logged["raw_scores"]) == (d.scores, d.raw_scores)
+
+
+def test_calibration_leaves_fail_safe_unchanged():
+    config = router_config(gatekeeper={"calibration": DEFLATE})
+    router = Router.from_dict(config, gatekeeper=FakeGatekeeper({"self": float("nan")}))
+    d = router.route(QUESTION)
+    assert (d.tier, d.policy_tier, d.raw_scores) == ("large", None, None)
+    assert d.fail_safe_reason == "gatekeeper returned scores outside [0, 1] for targets ['self']"
 
 
 def test_truncated_flag_is_reported():

@@ -12,14 +12,26 @@ import torch
 
 from introroute.cli import main as cli_main
 from introroute.gatekeeper import IntroLM, load_base
+from introroute.gatekeeper.persistence import default_adapter_dir
 
 pytestmark = pytest.mark.slow
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+SHIPPED_TARGETS = ["self", "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"]
 
 
 @pytest.fixture(scope="module")
 def smollm2() -> IntroLM:
     return IntroLM.from_pretrained()
+
+
+def test_the_shipped_adapter_is_the_default(smollm2):
+    """Trained heads for every documented target, small enough to ship, loading onto the packaged base."""
+    directory = default_adapter_dir()
+    assert directory is not None
+    assert sum(f.stat().st_size for f in directory.iterdir()) <= 25e6
+    assert smollm2.trained and smollm2.targets == SHIPPED_TARGETS
+    scores = smollm2.scores(QUESTION)
+    assert list(scores) == SHIPPED_TARGETS and all(0.0 < p < 1.0 for p in scores.values())
 
 
 def test_local_answer_equals_plain_generation(smollm2):
@@ -52,7 +64,7 @@ def test_real_tokenizer_cannot_be_spoofed(smollm2):
 def test_cli_score_json(capsys):
     assert cli_main(["score", "What is 2 + 2?", "--answer", "--max-new-tokens", "8", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report["scores"]) >= {"self"}
+    assert list(report["scores"]) == SHIPPED_TARGETS and report["trained"]
     assert report["completion_tokens"] <= 8
     assert {"load", "prefill", "generate"} <= set(report["timings_s"])
 

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("introroute.cli.train", "train the gatekeeper's heads on a routing log"),
     "baseline": ("introroute.cli.baseline", "fit a baseline scorer (MiniLM, probe, prior) on a log"),
     "eval": ("introroute.cli.eval", "compare the gatekeeper with baselines: metrics, CIs and plots"),
+    "calibrate": ("introroute.cli.calibrate", "fit a router's policy knob (and score calibration) on logs"),
     "label": ("introroute.data.label_command", "run a model over a benchmark and grade its answers"),
     "import-logs": ("introroute.data.import_command", "import public routing logs into routing-log JSONL"),
 }

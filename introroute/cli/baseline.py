@@ -14,6 +14,8 @@ import json
 import time
 from pathlib import Path
 
+from introroute.data.paths import add_log_argument
+
 # The kinds that learn from data (``random`` needs no fit); kept literal so --help imports no torch.
 FIT_KINDS = ("minilm_ft", "minilm_lr", "probe", "prior")
 HYPER_PARAMETERS = ("max_length", "batch_size", "epochs", "lr", "patience", "base", "max_context")
@@ -23,9 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True)
     fit = actions.add_parser("fit", help="fit a baseline on the train split and save it")
     fit.add_argument("--kind", choices=FIT_KINDS, required=True)
-    fit.add_argument(
-        "--log", action="append", required=True, help="routing-log JSONL(.gz) path, or a vendored log's name"
-    )
+    add_log_argument(fit)
     fit.add_argument("--targets", nargs="+", required=True, help="target names as in the log")
     fit.add_argument("--out", type=Path, required=True, help="directory to save the baseline in")
     fit.add_argument("--limit-train", type=int, help="seeded random subset of the train split")
@@ -61,13 +61,13 @@ def main(args: argparse.Namespace) -> int:
     from introroute.baselines import KINDS
     from introroute.baselines.base import column_aucs
     from introroute.evaluation import task_path
-    from introroute.gatekeeper.records import load_log, select, to_examples
+    from introroute.gatekeeper.records import load_logs, select, to_examples
 
     if args.threads:
         torch.set_num_threads(args.threads)
     cls = KINDS[args.kind]
     model = cls(list(args.targets), **_options(cls, args))
-    records = [r for spec in args.log for r in load_log(spec)]
+    records = load_logs(args.log)
     train = select(records, ["train"], args.limit_train, args.seed)
     validation = select(records, ["validation"], args.limit_val, args.seed)
     conversations, labels = to_examples(train, args.targets)

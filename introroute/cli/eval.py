@@ -3,6 +3,12 @@
 Each ``--scorer NAME=DIR`` is an IntroLM adapter directory (``introroute.json``) or a saved
 baseline (``baseline.json``); ``--scorer random`` needs no directory. Writes ``report.json``,
 ``report.md``, ``predictions.jsonl`` and ROC / reliability PNGs per target into ``--out``.
+
+``--routing`` measures routing instead, from a previous run's ``predictions.jsonl``
+(``--predictions``) joined with the log(s) and a router YAML's tiers (``--router``): APGR,
+deferral-curve AUC, CPT, AIQ and savings at matched reliability per scorer (``--scorers``), plus
+the N-tier policy comparison for 3+ tiers. Writes ``routing.json``, ``routing.md`` and one
+deferral-curve PNG per tier pair (:mod:`introroute.routing_eval`); no model is loaded.
 """
 
 from __future__ import annotations
@@ -13,26 +19,42 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from introroute.data.paths import add_log_argument
+
 if TYPE_CHECKING:
     import numpy as np
 
+    from introroute.gatekeeper import IntroLM
     from introroute.scoring import Messages
 
 SCORE_CHUNK = 64  # IntroLM prompts per progress step
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--log", action="append", required=True, help="routing-log JSONL(.gz) path, or a vendored log's name"
-    )
-    parser.add_argument("--targets", nargs="+", required=True, help="target names as in the log")
+    add_log_argument(parser)
+    parser.add_argument("--targets", nargs="+", help="target names as in the log (not with --routing)")
     parser.add_argument("--splits", nargs="+", default=["test", "test_unseen"])
     parser.add_argument(
         "--scorer",
         action="append",
-        required=True,
         metavar="NAME[=DIR]",
         help="a scorer to compare: NAME=adapter or baseline directory, or 'random' (repeatable)",
+    )
+    routing = parser.add_argument_group("routing evaluation (--routing)")
+    routing.add_argument("--routing", action="store_true", help="evaluate routing from --predictions instead")
+    routing.add_argument("--predictions", type=Path, help="predictions.jsonl written by a previous eval")
+    routing.add_argument(
+        "--router", type=Path, help="router YAML: tiers (cheap -> expensive), prices, latency"
+    )
+    routing.add_argument("--scorers", nargs="+", help="scorer columns of --predictions (default: all)")
+    routing.add_argument("--output-tokens", type=int, default=400, help="assumed answer length (paper: 400)")
+    routing.add_argument(
+        "--calibrated-scorer",
+        metavar="NAME",
+        help="apply the router's gatekeeper.calibration to this scorer's scores, as the router would",
+    )
+    routing.add_argument(
+        "--delta", type=float, default=0.01, help="matched reliability: best quality - delta"
     )
     parser.add_argument("--out", type=Path, required=True, help="directory for the report and plots")
     parser.add_argument("--limit", type=int, help="seeded random subset of the selected records")
@@ -42,22 +64,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads")
 
 
-def _introlm_scores(
-    directory: Path, conversations: list[Messages], batch_size: int
-) -> tuple[list[str], np.ndarray]:
-    """The adapter's probabilities, prompts scored shortest first so that batches pad little."""
+def introlm_scores(
+    gk: IntroLM, conversations: list[Messages], batch_size: int, desc: str = "introlm"
+) -> np.ndarray:
+    """``[N, gk.targets]`` probabilities, prompts scored shortest first so that batches pad little."""
     import numpy as np
     from tqdm.auto import tqdm
 
+    order = sorted(range(len(conversations)), key=lambda i: sum(len(m["content"]) for m in conversations[i]))
+    out = np.zeros((len(conversations), len(gk.targets)))
+    for start in tqdm(range(0, len(order), SCORE_CHUNK), desc=desc):
+        rows = order[start : start + SCORE_CHUNK]
+        out[rows] = gk.scores_batch([conversations[i] for i in rows], batch_size)
+    return out
+
+
+def _introlm_scores(
+    directory: Path, conversations: list[Messages], batch_size: int
+) -> tuple[list[str], np.ndarray]:
+    """The adapter's probabilities for every target it predicts."""
     from introroute.gatekeeper import IntroLM
 
     gk = IntroLM.from_pretrained(str(directory))
-    order = sorted(range(len(conversations)), key=lambda i: sum(len(m["content"]) for m in conversations[i]))
-    out = np.zeros((len(conversations), len(gk.targets)))
-    for start in tqdm(range(0, len(order), SCORE_CHUNK), desc=f"introlm {directory.name}"):
-        rows = order[start : start + SCORE_CHUNK]
-        out[rows] = gk.scores_batch([conversations[i] for i in rows], batch_size)
-    return gk.targets, out
+    return gk.targets, introlm_scores(gk, conversations, batch_size, f"introlm {directory.name}")
 
 
 def parse_scorers(specs: Sequence[str]) -> list[tuple[str, Path | None]]:
@@ -110,16 +139,60 @@ def _columns(
     return probabilities[:, [list(model_targets).index(t) for t in targets]]
 
 
+def routing_main(args: argparse.Namespace) -> int:
+    """``--routing``: replay every scorer's routing over the log and write the routing report."""
+    from introroute.config_edit import load_offline
+    from introroute.errors import ConfigError
+    from introroute.replay import load_scored_log
+    from introroute.routing_eval import evaluate_routing, markdown, write_routing
+
+    if args.predictions is None or args.router is None:
+        raise ConfigError("eval --routing needs --predictions (from a previous eval) and --router (a YAML)")
+    config = load_offline(args.router)
+    if len(config.tiers) < 2:
+        raise ConfigError(
+            f"{args.router}: routing needs at least two tiers, the router has {len(config.tiers)}"
+        )
+    tiers = [t.info() for t in config.tiers]
+    log = load_scored_log(args.log, args.predictions, tiers, args.scorers, args.splits, args.output_tokens)
+    for reason, count in log.dropped.items():
+        print(f"dropped {count} record(s): {reason}")
+    if args.calibrated_scorer:
+        from introroute.calibration import ScoreCalibrator
+
+        stored = (config.gatekeeper.calibration if config.gatekeeper else None) or {}
+        if not stored:
+            raise ConfigError(f"--calibrated-scorer: {args.router} has no gatekeeper.calibration")
+        calibrators = {t: ScoreCalibrator.from_config(c) for t, c in stored.items()}
+        log = log.calibrated(args.calibrated_scorer, calibrators)
+    scorers = args.scorers or list(log.scores)
+    cost_aware = dict(config.policy.params) if config.policy.type == "cost_aware" else {}
+    result = evaluate_routing(log, scorers, args.bootstrap, args.seed, args.delta, cost_aware)
+    result["router"] = str(args.router)
+    result["predictions"] = str(args.predictions)
+    result["logs"] = list(args.log)
+    written = write_routing(args.out, log, result)
+    print(markdown(result))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.routing:
+        return routing_main(args)
+
     import torch
 
-    from introroute.errors import DataError
+    from introroute.errors import ConfigError, DataError
+
+    if not args.targets or not args.scorer:
+        raise ConfigError("eval needs --targets and at least one --scorer (or --routing with --predictions)")
     from introroute.evaluation import evaluate, markdown, task_path, write_outputs
-    from introroute.gatekeeper.records import load_log, select, to_examples
+    from introroute.gatekeeper.records import load_logs, select, to_examples
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    records = select([r for spec in args.log for r in load_log(spec)], args.splits, args.limit, args.seed)
+    records = select(load_logs(args.log), args.splits, args.limit, args.seed)
     if not records:
         raise DataError(f"no record of {args.log} is in the splits {args.splits}")
     scorers = parse_scorers(args.scorer)

@@ -7,11 +7,11 @@ import argparse
 import json
 from pathlib import Path
 
+from introroute.data.paths import add_log_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--log", action="append", required=True, help="routing-log JSONL(.gz) path, or a vendored log's name"
-    )
+    add_log_argument(parser)
     parser.add_argument("--targets", nargs="+", required=True, help="target names as in the log ('self'...)")
     parser.add_argument("--out", type=Path, required=True, help="adapter directory to write")
     parser.add_argument("--base", default="smollm2-135m-instruct")
@@ -36,12 +36,12 @@ def main(args: argparse.Namespace) -> int:
 
     from introroute.gatekeeper import IntroConfig, IntroLM, load_base
     from introroute.gatekeeper.config import DEFAULT_TARGET_MODULES
-    from introroute.gatekeeper.records import load_log, select, to_examples
+    from introroute.gatekeeper.records import load_logs, select, to_examples
     from introroute.gatekeeper.training import TrainConfig, fit, make_dataset
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    records = [r for spec in args.log for r in load_log(spec)]
+    records = load_logs(args.log)
     train_records = select(records, ["train"], args.limit_train, args.seed)
     val_records = select(records, ["validation"], args.limit_val, args.seed)
     # Labels first: a wrong target name fails here, before the base model is loaded.

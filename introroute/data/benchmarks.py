@@ -11,15 +11,16 @@ All multiple-choice tasks share one prompt format (:func:`format_mc`).
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from introroute.data.graders import LETTERS, Kind, gsm8k_gold
+from introroute.data.graders import LETTERS, Kind, canonical_number, gsm8k_gold
 from introroute.data.paths import data_root, require
 from introroute.data.rawfiles import csv_rows, jsonl_rows
-from introroute.data.schema import Split
+from introroute.data.schema import RoutingRecord, Split
 from introroute.data.splits import DEFAULT_SEED, pick_unseen_subjects, split_of
 from introroute.errors import DataError
 
@@ -264,3 +265,45 @@ def load_benchmark(
     if name not in loaders:
         raise DataError(f"unknown benchmark {name!r}; expected one of {', '.join(DATASETS)}")
     return loaders[name]()
+
+
+_OPTION_LINE = re.compile(r"^([A-J])[.)]\s+(.*)$")
+
+
+def items_from_records(records: Sequence[RoutingRecord]) -> list[BenchmarkItem]:
+    """Routing-log records as items to answer, with the messages exactly as the log has them.
+
+    Why: a multi-tier log needs the local model's outcome on the *same* prompt the other tiers
+    saw (RouteLLM's MMLU prompt, original option order), not on a re-formatted question. The task
+    kind follows the gold answer (a letter, yes/no, or a number); options are read back from
+    ``A. ...`` lines of the last user message so the option-text grader still works.
+    """
+    items = []
+    for record in records:
+        gold = record.gold
+        if gold is None:
+            raise DataError(f"record {record.id!r} has no gold answer to grade against")
+        last_user = next((m.content for m in reversed(record.messages) if m.role == "user"), "")
+        options = tuple(m[2] for m in map(_OPTION_LINE.match, last_user.splitlines()) if m)
+        if gold in LETTERS:
+            kind: Kind = "mc"
+        elif gold in ("yes", "no"):
+            kind = "yesno"
+        elif canonical_number(gold) is not None:
+            kind, gold = "number", canonical_number(gold)  # the grader compares canonical numbers
+        else:
+            raise DataError(f"record {record.id!r}: cannot tell the task kind from gold {gold!r}")
+        items.append(
+            BenchmarkItem(
+                id=record.id,
+                dataset=record.dataset,
+                kind=kind,
+                split=record.split,
+                messages=[m.model_dump() for m in record.messages],
+                gold=gold,
+                options=options if kind == "mc" else (),
+                subject=record.subject,
+                meta={"labelled_from": record.meta.get("source", "log")},
+            )
+        )
+    return items

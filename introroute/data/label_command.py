@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import get_args
 
-from introroute.data.benchmarks import DATASETS, BenchmarkItem, load_benchmark
+from introroute.data.benchmarks import DATASETS, BenchmarkItem, items_from_records, load_benchmark
 from introroute.data.labelling import (
     HFAnswerer,
     LiteLLMAnswerer,
@@ -20,6 +22,7 @@ from introroute.data.labelling import (
     write_summary,
 )
 from introroute.data.paths import add_source_arguments
+from introroute.data.schema import Split
 from introroute.data.splits import unit_hash
 from introroute.errors import ConfigError
 
@@ -27,6 +30,14 @@ from introroute.errors import ConfigError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``introroute label``."""
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    parser.add_argument(
+        "--log",
+        help="label the records of this routing log (vendored name or JSONL) instead of --datasets: "
+        "the same messages the log's other targets answered",
+    )
+    parser.add_argument(
+        "--splits", nargs="+", choices=get_args(Split), help="with --log: only records of these splits"
+    )
     parser.add_argument("--out", type=Path, default=Path("labels/self.jsonl"), help="JSONL to append to")
     parser.add_argument("--backend", choices=("hf", "litellm"), default="hf")
     parser.add_argument(
@@ -54,6 +65,24 @@ def _sample(items: list[BenchmarkItem], limit: int | None, seed: int) -> list[Be
     return sorted(items, key=lambda item: unit_hash(seed, f"pick:{item.id}"))[:limit]
 
 
+def _item_sets(args: argparse.Namespace, shuffle_seed: int | None) -> Iterator[list[BenchmarkItem]]:
+    """One item list per dataset, from ``--log`` records (grouped by dataset) or the benchmarks."""
+    if args.log:
+        from introroute.gatekeeper.records import load_log, select
+
+        # select() as train/eval use it, so `--limit N` labels exactly their `--limit N` subset
+        records = load_log(args.log)
+        if args.splits:
+            records = select(records, args.splits, args.limit, args.seed)
+        by_dataset: dict[str, list[BenchmarkItem]] = {}
+        for item in items_from_records(records):
+            by_dataset.setdefault(item.dataset, []).append(item)
+        yield from by_dataset.values()
+        return
+    for dataset in args.datasets:
+        yield load_benchmark(dataset, args.data_root, shuffle_seed, args.split_seed)
+
+
 def main(args: argparse.Namespace) -> int:
     """Label each dataset into ``--out`` (resuming), then print and write the summary."""
     if args.backend == "litellm":
@@ -70,10 +99,9 @@ def main(args: argparse.Namespace) -> int:
     shuffle_seed = None if args.no_shuffle else args.seed
     start = time.perf_counter()
     written = 0
-    for dataset in args.datasets:
-        items = load_benchmark(dataset, args.data_root, shuffle_seed, args.split_seed)
+    for items in _item_sets(args, shuffle_seed):
         written += label(
-            _sample(items, args.limit, args.seed),
+            items if args.log and args.splits else _sample(items, args.limit, args.seed),
             answerer,
             args.out,
             target=target,

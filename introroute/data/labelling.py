@@ -194,7 +194,11 @@ def label(
     """
     out = Path(out)
     done = finished_ids(out, target)
-    todo = [item for item in items if item.id not in done]
+    # shortest first: a batch is padded to its longest prompt, so similar lengths waste less
+    todo = sorted(
+        (item for item in items if item.id not in done),
+        key=lambda item: sum(len(m["content"]) for m in item.messages),
+    )
     written = 0
     with (
         RecordAppender(out) as sink,

@@ -45,3 +45,14 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
         "--data-root", type=Path, help=f"public data folder (default: ${ENV_VAR}, else ../shared/data)"
     )
     parser.add_argument("--split-seed", type=int, default=DEFAULT_SEED, help="seed of the split assignment")
+
+
+def add_log_argument(parser: argparse.ArgumentParser) -> None:
+    """``--log``, the same in every command that reads routing logs (``load_logs`` merges them)."""
+    parser.add_argument(
+        "--log",
+        action="extend",
+        nargs="+",
+        required=True,
+        help="routing-log JSONL(.gz) path(s), or vendored log name(s); several are merged by query id",
+    )

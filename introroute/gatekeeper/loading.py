@@ -75,7 +75,10 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
             flat = tensor.detach().reshape(-1).double()
             stride = max(1, flat.numel() // 4096)
             stats = (flat.sum().item(), flat.abs().sum().item(), flat[::stride].sum().item())
-            digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|{stats!r}".encode())
+            # 9 significant digits: the last bits of a sum depend on the CPU's vector width and
+            # thread count, and a shipped adapter must load on any machine with the same base
+            rounded = ",".join(f"{value:.8e}" for value in stats)
+            digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|{rounded}".encode())
     return digest.hexdigest()[:32]
 
 

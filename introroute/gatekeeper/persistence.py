@@ -43,7 +43,16 @@ def save(model: IntroLM, directory: str | Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     # The base vocabulary was resized for [INTRO]; its new row lives in PEFT's trainable-token
     # delta, so the full embedding matrix need not be saved (and no hub lookup is attempted).
-    model.peft_model.save_pretrained(str(out), save_embedding_layers=False)
+    # PEFT records the base's local path (a cache directory on this machine) and writes a model
+    # card template; an adapter that ships must name its base instead, and introroute.json is
+    # its card. The path is restored so the live model is unchanged.
+    peft_config = model.peft_model.peft_config["default"]
+    local_path, peft_config.base_model_name_or_path = peft_config.base_model_name_or_path, model.base_name
+    try:
+        model.peft_model.save_pretrained(str(out), save_embedding_layers=False)
+    finally:
+        peft_config.base_model_name_or_path = local_path
+    (out / "README.md").unlink(missing_ok=True)
     save_file({k: v.detach().contiguous() for k, v in model.head.state_dict().items()}, str(out / HEAD_FILE))
     meta: dict[str, Any] = {
         "format_version": FORMAT_VERSION,

@@ -24,6 +24,31 @@ def load_log(spec: str) -> list[RoutingRecord]:
     return read_records(spec)
 
 
+def load_logs(specs: Sequence[str]) -> list[RoutingRecord]:
+    """Several logs as one: records with the same id are one query, their outcomes are merged.
+
+    Why merge instead of concatenate: a self-labelled file adds the local model's outcome to
+    queries another log already has (RouteLLM's MMLU rows); concatenating would make the same
+    query two half-labelled examples. The first log's order is kept, new ids follow in order,
+    so a seeded :func:`select` on the merged list picks what it picks on the first log alone.
+    A second record must carry the same messages and may not redefine an existing target.
+    """
+    merged: dict[str, RoutingRecord] = {}
+    for spec in specs:
+        for record in load_log(spec):
+            seen = merged.get(record.id)
+            if seen is None:
+                merged[record.id] = record
+                continue
+            if seen.messages != record.messages:
+                raise DataError(f"{spec}: record {record.id!r} has other messages than an earlier log")
+            clash = sorted(set(seen.outcomes) & set(record.outcomes))
+            if clash:
+                raise DataError(f"{spec}: record {record.id!r} repeats outcome(s) {clash} of an earlier log")
+            merged[record.id] = seen.model_copy(update={"outcomes": {**seen.outcomes, **record.outcomes}})
+    return list(merged.values())
+
+
 def outcome_label(record: RoutingRecord, target: str) -> float:
     outcome = record.outcomes.get(target)
     if outcome is None:

@@ -14,6 +14,9 @@ Schema (YAML)::
       max_context: 2048
       threads: 2
       timeout_ms: 500                 # over budget -> fail_safe tier
+      calibration:                    # optional; per gatekeeper target (introroute.calibration)
+        gpt-4-1106-preview: {method: platt, a: 0.8, b: -0.3}
+        self: {method: isotonic, x: [0.1, 0.5, 0.9], y: [0.05, 0.4, 0.8]}
     tiers:                            # ordered cheap -> expensive
       - name: local
         target: self                  # gatekeeper target whose probability this tier uses
@@ -55,6 +58,7 @@ from pydantic import (
     model_validator,
 )
 
+from introroute.calibration import CalibrationConfig
 from introroute.errors import ConfigError, PolicyError
 from introroute.policies import TierInfo, build_policy
 
@@ -81,6 +85,9 @@ class GatekeeperConfig(_Strict):
     max_context: int | None = Field(default=None, gt=0)
     threads: int | None = Field(default=None, gt=0)
     timeout_ms: float | None = Field(default=None, gt=0, description="scoring time budget")
+    calibration: dict[str, CalibrationConfig] | None = Field(
+        default=None, description="per-target map applied to the scores before the policy decides"
+    )
 
 
 class Price(_Strict):
@@ -254,6 +261,15 @@ class RouterConfig(_Strict):
                     raise ValueError(f"fallbacks.{source}: {target!r} is not another tier; {expected}")
         if self.fail_safe is not None and self.fail_safe not in names:
             raise ValueError(f"fail_safe: unknown tier {self.fail_safe!r}; {expected}")
+        # An error, not a warning: a calibrated target no tier uses is almost always a misspelt
+        # target name, and the target that was meant would silently stay uncalibrated.
+        targets = sorted({t.target for t in self.tiers})
+        calibrated = (self.gatekeeper.calibration if self.gatekeeper else None) or {}
+        for target in calibrated:
+            if target not in targets:
+                raise ValueError(
+                    f"gatekeeper.calibration.{target}: no tier uses this target; expected one of {targets}"
+                )
         return self
 
     @property
@@ -362,10 +378,19 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
         if isinstance(part, str) and model is not None and part in model.model_fields:
             annotation = model.model_fields[part].annotation
         else:  # a list index or dict key: step into the element type
-            args = [a for a in get_args(annotation) if a is not type(None)]
+            args = get_args(_without_none(annotation))
             annotation = args[-1] if args else None
     model = _model_in(annotation)
     return sorted(model.model_fields) if model else []
+
+
+def _without_none(annotation: Any) -> Any:
+    """``X`` for ``X | None`` (so ``dict[str, M] | None`` steps into ``M``), else ``annotation``."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:

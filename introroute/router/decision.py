@@ -25,7 +25,13 @@ class Decision(BaseModel):
     router: str
     tier: str = Field(description="the tier that answered (after any fallbacks)")
     model: str = Field(description="its LiteLLM model string")
-    scores: dict[str, float] = Field(default_factory=dict, description="gatekeeper P(success) per target")
+    scores: dict[str, float] = Field(
+        default_factory=dict,
+        description="P(success) per target as the policy saw it (calibrated when configured)",
+    )
+    raw_scores: dict[str, float] | None = Field(
+        default=None, description="the gatekeeper's scores before calibration; None without calibration"
+    )
     policy: str
     policy_params: dict[str, Any] = Field(default_factory=dict)
     policy_tier: str | None = Field(default=None, description="the policy's own choice; None on fail-safe")

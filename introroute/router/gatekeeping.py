@@ -29,6 +29,7 @@ class Scoring:
     """The outcome of scoring one request; ``failure`` set means: use the fail-safe tier."""
 
     scores: dict[str, float] = field(default_factory=dict)
+    raw_scores: dict[str, float] | None = None  # the gatekeeper's own, when ``scores`` are calibrated
     prefill: Any = None
     prompt_tokens: int | None = None
     truncated: bool = False

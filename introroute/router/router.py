@@ -1,4 +1,4 @@
-"""The Router: messages -> gatekeeper scores -> policy decision -> LiteLLM call -> response + record.
+"""The Router: messages -> gatekeeper scores -> calibration -> policy decision -> LiteLLM call -> record.
 
 Why this shape: every step is a separate, replaceable object (gatekeeper, policy, dispatch, log)
 and data only flows forward, so a failure in one step has one well-defined consequence: a
@@ -8,6 +8,7 @@ retries and fallbacks, and only when every tier failed does the caller see an er
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from introroute.calibration import ScoreCalibrator
 from introroute.errors import ConfigError, MessagesError, PolicyError, RoutingError
 from introroute.messages import normalize_messages
 from introroute.policies import Policy, PolicyChoice, RequestContext, build_policy
@@ -68,7 +70,7 @@ class _Plan:
     overrides: list[str] = field(default_factory=list)
 
 
-def _estimate_tokens(messages: Any) -> int:
+def estimate_tokens(messages: Any) -> int:
     """~4 characters per token: only for cost estimates when the gatekeeper did not count."""
     try:
         normalized = normalize_messages(messages).messages
@@ -98,6 +100,8 @@ class Router:
         local = next((t for t in config.tiers if t.local), None)
         self._local_name = local.name if local else None
         self._gatekeeping = self._make_gatekeeping(gatekeeper)
+        calibration = (config.gatekeeper.calibration if config.gatekeeper else None) or {}
+        self._calibrators = {t: ScoreCalibrator.from_config(c) for t, c in calibration.items()}
         self.local = local_tier.LocalTier(self._local_model, label=f"introroute/{self.name}/local")
         api.register(self)
 
@@ -158,10 +162,25 @@ class Router:
     async def _ascore(self, request: _Request) -> Scoring:
         return await self._gatekeeping.ascore(request.messages) if self._gatekeeping else Scoring()
 
+    def _calibrate(self, scoring: Scoring) -> Scoring:
+        """The scores the policy sees: calibrated per configured target, the raw ones kept.
+
+        Runs only on scores that passed the gatekeeping range check; a calibrator maps any
+        probability to one in [0, 1] without raising, so calibration adds no failure mode.
+        """
+        if scoring.failure is not None or not self._calibrators:
+            return scoring
+        calibrated = {
+            target: float(self._calibrators[target].predict(p)) if target in self._calibrators else p
+            for target, p in scoring.scores.items()
+        }
+        return dataclasses.replace(scoring, scores=calibrated, raw_scores=scoring.scores)
+
     def _plan(self, request: _Request, scoring: Scoring) -> _Plan:
+        scoring = self._calibrate(scoring)
         context = RequestContext(
             tiers=self._tiers,
-            prompt_tokens=scoring.prompt_tokens or _estimate_tokens(request.messages),
+            prompt_tokens=scoring.prompt_tokens or estimate_tokens(request.messages),
             max_tokens=request.max_tokens,
             has_tools=bool(request.tools),
             stream=request.stream,
@@ -208,6 +227,7 @@ class Router:
             tier=tier.name,
             model=self.local.label if tier.local else tier.litellm_params.model,  # type: ignore[union-attr]
             scores=plan.scoring.scores,
+            raw_scores=plan.scoring.raw_scores,
             policy=self.policy.name,
             policy_params=self.policy.get_params(),
             policy_tier=plan.choice.tier if plan.choice else None,
