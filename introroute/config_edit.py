@@ -6,20 +6,19 @@ Why load without keys: replaying and fitting a router (``introroute eval --routi
 :func:`load_offline` puts a placeholder where an unset variable is referenced (the file is not
 changed, and set variables are substituted as usual).
 
-Why not load-and-dump: a router YAML is documentation too (why tau is 0.5, which key needs which
-environment variable), and ``yaml.safe_dump`` drops every comment; ruamel.yaml, which keeps them,
-is not a dependency. So the edits here are targeted line edits of the block-style YAML that the
-shipped configs use: a policy parameter's value (or a new line for it) and a
-``gatekeeper.calibration`` block. Every edit is verified by parsing the result and comparing it
-with the intended data; when a file's layout defeats the line edits (flow-style sections,
-multi-line values), the whole file is re-dumped with ``yaml.safe_dump`` instead and the returned
-note says that the comments were lost. ``${ENV}`` references are never substituted: the text is
-edited, not the loaded config.
+Why round-trip editing: a router YAML is documentation too (why tau is 0.5, which key needs which
+environment variable), and ``yaml.safe_dump`` drops every comment. :func:`edit_router_yaml` edits
+with ruamel.yaml in round-trip mode instead, which keeps comments, key order, quoting and flow or
+block style, so only the edited values change: a policy parameter and, when given,
+``gatekeeper.calibration``. The result is verified by parsing it with PyYAML (what
+:func:`load_text` uses) and comparing it with the intended data. ``${ENV}`` references are never
+substituted: the text is edited, not the loaded config.
 """
 
 from __future__ import annotations
 
 import copy
+import io
 import os
 import re
 from collections.abc import Mapping
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from ruamel.yaml import YAML, YAMLError
+from ruamel.yaml.comments import CommentedMap
 
 from introroute.errors import ConfigError
 
@@ -64,132 +65,32 @@ def load_offline(path: str | os.PathLike[str]) -> RouterConfig:
     return load_text(text, str(path))
 
 
-_TOP_KEY = re.compile(r"^([A-Za-z_][\w-]*)\s*:(.*)$")
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays made Python numbers and lists, which ruamel.yaml
+    writes as plain YAML numbers."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
-def _scalar(value: Any) -> str:
-    """One YAML scalar as ``safe_dump`` writes it (``1.0e-05``, not ``1e-05``, which YAML 1.1 reads
-    as a string)."""
-    return yaml.safe_dump(value, default_flow_style=True).splitlines()[0]
+def _flow(mapping: Mapping[str, Any]) -> CommentedMap:
+    """One calibration map, written on one line (``{method: platt, a: 0.0, b: -1.3}``)."""
+    flow = CommentedMap(_plain(dict(mapping)))
+    flow.fa.set_flow_style()
+    return flow
 
 
-def _key(name: str) -> str:
-    """A mapping key: plain when YAML reads it back as the same string, else double-quoted."""
-    plain = re.fullmatch(r"[A-Za-z0-9_][\w./-]*", name) is not None
-    return name if plain and yaml.safe_load(name) == name else '"' + name.replace('"', '\\"') + '"'
-
-
-def _flow(mapping: Mapping[str, Any]) -> str:
-    return yaml.safe_dump(dict(mapping), default_flow_style=True, sort_keys=False, width=1 << 30).strip()
-
-
-def _content(line: str) -> bool:
-    stripped = line.strip()
-    return bool(stripped) and not stripped.startswith("#")
-
-
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip(" "))
-
-
-def _section(lines: list[str], key: str) -> tuple[int, int] | None:
-    """``(start, end)`` of top-level ``key:`` and its indented block (end: the next top-level key)."""
-    start = next((i for i, line in enumerate(lines) if re.match(rf"^{re.escape(key)}\s*:", line)), None)
-    if start is None:
-        return None
-    end = start + 1
-    while end < len(lines) and (not _content(lines[end]) or _indent(lines[end]) > 0):
-        end += 1
-    while end > start + 1 and not _content(lines[end - 1]):
-        end -= 1  # trailing blank or comment lines belong to what follows
-    return start, end
-
-
-def _child(lines: list[str], start: int, end: int, key: str) -> tuple[int, int, int] | None:
-    """``(line, end, indent)`` of ``key:`` among the direct children of the block ``lines[start:end]``."""
-    children = [i for i in range(start + 1, end) if _content(lines[i])]
-    if not children:
-        return None
-    indent = min(_indent(lines[i]) for i in children)
-    for i in children:
-        if _indent(lines[i]) == indent and re.match(rf"^\s*{re.escape(key)}\s*:", lines[i]):
-            stop = i + 1
-            while stop < end and (not _content(lines[stop]) or _indent(lines[stop]) > indent):
-                stop += 1
-            while stop > i + 1 and not _content(lines[stop - 1]):
-                stop -= 1
-            return i, stop, indent
-    return None
-
-
-def _child_indent(lines: list[str], start: int, end: int, parent_indent: int) -> int:
-    children = [_indent(lines[i]) for i in range(start + 1, end) if _content(lines[i])]
-    return min(children) if children else parent_indent + 2
-
-
-def _set_param(lines: list[str], name: str, value: Any) -> list[str]:
-    """``policy.params.<name>: value``, replacing the old value (its comment kept) or adding it."""
-    lines = list(lines)
-    policy = _section(lines, "policy")
-    if policy is None:
-        return [*lines, "policy:", "  type: threshold", "  params:", f"    {name}: {_scalar(value)}"]
-    start, end = policy
-    if lines[start].split(":", 1)[1].split("#")[0].strip():
-        raise ValueError("policy is not a block mapping")
-    params = _child(lines, start, end, "params")
-    if params is None:
-        indent = _child_indent(lines, start, end, 0)
-        lines.insert(start + 1, " " * indent + f"params: {{{name}: {_scalar(value)}}}")
-        return lines
-    line, stop, indent = params
-    rest = lines[line].split(":", 1)[1]
-    inline = rest.split("#")[0].strip()
-    if inline.startswith("{") and inline.endswith("}"):
-        body = inline[1:-1].strip()
-        pattern = re.compile(rf"(^|,)\s*{re.escape(name)}\s*:\s*[^,]*")
-        if pattern.search(body):
-            body = pattern.sub(lambda m: f"{m.group(1)} {name}: {_scalar(value)}", body, count=1).strip()
-        else:
-            body = f"{name}: {_scalar(value)}" + (f", {body}" if body else "")
-        lines[line] = lines[line].replace(inline, "{" + body + "}", 1)
-        return lines
-    if inline:
-        raise ValueError("policy.params is neither a block nor a one-line flow mapping")
-    found = _child(lines, line, stop, name)
-    if found is None:
-        child = _child_indent(lines, line, stop, indent)
-        lines.insert(line + 1, " " * child + f"{name}: {_scalar(value)}")
-        return lines
-    target = lines[found[0]]
-    match = re.match(rf"^(\s*{re.escape(name)}\s*:\s*)([^#]*?)(\s*#.*)?$", target)
-    if match is None or found[1] != found[0] + 1:
-        raise ValueError(f"policy.params.{name} spans several lines")
-    head, comment = match.group(1) + _scalar(value), match.group(3)
-    if comment:  # keep the comment in its column when the new value leaves room
-        column = len(match.group(1)) + len(match.group(2)) + len(comment) - len(comment.lstrip())
-        comment = " " * max(1, column - len(head)) + comment.lstrip()
-    lines[found[0]] = head + (comment or "")
-    return lines
-
-
-def _set_calibration(lines: list[str], calibration: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """``gatekeeper.calibration`` replaced by ``calibration`` (one flow mapping per target)."""
-    lines = list(lines)
-    section = _section(lines, "gatekeeper")
-    if section is None:
-        block = ["gatekeeper:", "  calibration:"]
-        block += [f"    {_key(t)}: {_flow(c)}" for t, c in calibration.items()]
-        return [*lines, *block]
-    start, end = section
-    if lines[start].split(":", 1)[1].split("#")[0].strip():
-        raise ValueError("gatekeeper is not a block mapping")
-    indent = _child_indent(lines, start, end, 0)
-    block = [" " * indent + "calibration:"]
-    block += [" " * (indent + 2) + f"{_key(t)}: {_flow(c)}" for t, c in calibration.items()]
-    old = _child(lines, start, end, "calibration")
-    if old is None:
-        return lines[:end] + block + lines[end:]
-    return lines[: old[0]] + block + lines[old[1] :]
+def _block(doc: CommentedMap, key: str) -> CommentedMap:
+    """``doc[key]``, a mapping, added at the end when missing or empty."""
+    if doc.get(key) is None:
+        doc[key] = CommentedMap()
+    if not isinstance(doc[key], Mapping):
+        raise ConfigError(f"the router YAML's {key!r} is not a mapping")
+    return doc[key]
 
 
 def updated_data(
@@ -206,29 +107,61 @@ def updated_data(
     return new
 
 
+def _float(representer: Any, value: float) -> Any:
+    """A float as PyYAML writes it (``1.0e-05``; ruamel.yaml's ``1e-05`` is a string to PyYAML,
+    which :func:`load_text` uses)."""
+    return representer.represent_scalar("tag:yaml.org,2002:float", yaml.safe_dump(value).split("\n")[0])
+
+
+def _null(representer: Any, _: None) -> Any:
+    """``null`` spelled out, as the shipped configs write it (ruamel.yaml leaves the value empty)."""
+    return representer.represent_scalar("tag:yaml.org,2002:null", "null")
+
+
+def _round_trip(text: str) -> tuple[YAML, Any]:
+    """A round-trip YAML in the shipped configs' layout (mappings indented by 2, ``  - `` list
+    items), keeping quotes, and the loaded document."""
+    rt = YAML()  # 'rt': keeps comments, key order, flow/block style
+    rt.preserve_quotes = True
+    rt.width = 1 << 30  # never fold a long line
+    rt.indent(mapping=2, sequence=4, offset=2)
+    rt.representer.add_representer(float, _float)
+    rt.representer.add_representer(type(None), _null)
+    try:
+        return rt, rt.load(text)
+    except YAMLError as exc:
+        raise ConfigError(f"the router YAML does not parse: {exc}") from None
+
+
+def _dump(rt: YAML, doc: Any) -> str:
+    stream = io.StringIO()
+    rt.dump(doc, stream)
+    return stream.getvalue()
+
+
 def edit_router_yaml(
     text: str, params: Mapping[str, Any], calibration: Mapping[str, Any] | None = None
 ) -> tuple[str, str | None]:
     """``(new_text, note)``: ``text`` with ``policy.params`` updated and, when given,
-    ``gatekeeper.calibration`` replaced; ``note`` is None when every comment was kept."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"the router YAML does not parse: {exc}") from None
-    if not isinstance(data, dict):
+    ``gatekeeper.calibration`` replaced (one flow mapping per target); ``note`` is None when the
+    rest of the file is byte-for-byte the same, else says that ruamel.yaml re-formatted it."""
+    rt, doc = _round_trip(text)
+    if not isinstance(doc, CommentedMap):
         raise ConfigError("the router YAML must be a mapping at the top level")
-    expected = updated_data(data, params, calibration)
-    lines = text.splitlines()
-    try:
-        for name, value in params.items():
-            lines = _set_param(lines, name, value)
-        if calibration is not None:
-            lines = _set_calibration(lines, calibration)
-        edited = "\n".join(lines) + "\n"
-        if yaml.safe_load(edited) == expected:
-            return edited, None
-    except (ValueError, yaml.YAMLError):
-        pass
-    dumped = yaml.safe_dump(expected, sort_keys=False, width=1 << 30)
-    note = "the YAML's layout defeated the line edits: it was re-written by yaml.safe_dump, comments lost"
-    return "# Written by introroute calibrate; the original's comments were not kept.\n" + dumped, note
+    unchanged = _dump(rt, doc) == text
+    new_calibration = None if calibration is None else _plain(dict(calibration))
+    expected = updated_data(yaml.safe_load(text), _plain(dict(params)), new_calibration)
+    policy = _block(doc, "policy")
+    policy.setdefault("type", "threshold")
+    new_params = _block(policy, "params")
+    for name, value in params.items():
+        new_params[name] = _plain(value)
+    if calibration is not None:
+        _block(doc, "gatekeeper")["calibration"] = CommentedMap(
+            (target, _flow(c)) for target, c in calibration.items()
+        )
+    edited = _dump(rt, doc)
+    if yaml.safe_load(edited) != expected:  # e.g. a YAML 1.1/1.2 difference between the two parsers
+        raise ConfigError("the edited router YAML does not read back as the intended settings")
+    note = None if unchanged else "ruamel.yaml re-formatted parts of the YAML (comments kept)"
+    return edited, note

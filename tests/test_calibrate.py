@@ -121,7 +121,7 @@ def test_flow_and_missing_params_are_edited_in_place():
         "  params:\n    tau: 0.5   # to be fitted\n", "  params: {tau: 0.5}  # inline\n"
     )
     text, note = edit_router_yaml(flow, {"tau": 0.25})
-    assert note is None and "params: {tau: 0.25}  # inline" in text
+    assert note is None and "params: {tau: 0.25} # inline" in text  # the comment keeps its column
     bare = TWO_TIER_YAML.replace("  params:\n    tau: 0.5   # to be fitted\n", "")
     text, note = edit_router_yaml(bare, {"tau": 1.0e-05})
     assert note is None and yaml.safe_load(text)["policy"]["params"] == {"tau": 1.0e-05}
@@ -136,13 +136,26 @@ def test_calibration_block_is_added_then_replaced():
     assert note is None and list(yaml.safe_load(again)["gatekeeper"]["calibration"]) == ["strong"]
 
 
-def test_an_unusual_layout_falls_back_to_a_dump_and_says_so():
+def test_a_flow_style_policy_is_edited_in_place():
     flow_policy = TWO_TIER_YAML.replace(
         "policy:\n  type: threshold\n  params:\n    tau: 0.5   # to be fitted\n",
-        "policy: {type: threshold, params: {tau: 0.5}}\n",
+        "policy: {type: threshold, params: {tau: 0.5}}  # one line\n",
     )
     text, note = edit_router_yaml(flow_policy, {"tau": 0.3})
-    assert "comments lost" in note and yaml.safe_load(text)["policy"]["params"]["tau"] == 0.3
+    assert note is None and "policy: {type: threshold, params: {tau: 0.3}}  # one line" in text
+    assert yaml.safe_load(text)["policy"]["params"]["tau"] == 0.3
+
+
+def test_comments_around_the_edited_line_survive():
+    commented = "# Top of file: why this router exists.\n" + TWO_TIER_YAML.replace(
+        "  type: threshold\n", "  type: threshold  # the line above\n"
+    ).replace("fail_safe: big\n", "fail_safe: big  # the line below\nrouting_log: null  # logging off\n")
+    calibration = {"weak": {"method": "platt", "a": 1.0, "b": -1.3}}
+    text, note = edit_router_yaml(commented, {"tau": 0.42}, calibration)
+    assert note is None and text.startswith("# Top of file: why this router exists.\n")
+    assert "  type: threshold  # the line above\n  params:\n    tau: 0.42  # to be fitted\n" in text
+    assert "fail_safe: big  # the line below\nrouting_log: null  # logging off\n" in text
+    assert "    weak: {method: platt, a: 1.0, b: -1.3}\n" in text
 
 
 # -- CLI ---------------------------------------------------------------------------------------
