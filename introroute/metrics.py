@@ -97,32 +97,44 @@ METRICS: dict[str, Metric] = {"roc_auc": _roc_auc, "pr_auc": _pr_auc, "brier": _
 
 
 def bootstrap(
-    statistic: Callable[[np.ndarray], float],
+    statistic: Callable[[np.ndarray], Any],
     n_items: int,
     n: int,
     seed: int,
     strata: np.ndarray | None = None,
     alpha: float = 0.05,
-) -> tuple[float, float, float]:
+) -> tuple[Any, Any, Any]:
     """Percentile bootstrap of ``statistic(indices)``; resamples within each stratum when given.
 
-    Resamples whose statistic is nan (a single-class draw) are left out of the interval.
+    ``statistic`` returns one number, or a 1-D array of several read off the same resample (every
+    metric of one rebuilt routing curve: the expensive rebuild then runs once per resample); the
+    interval is then per entry. Resamples whose value is nan (a single-class draw) are left out.
     """
     point = statistic(np.arange(n_items))
-    if n_items == 0:
-        return point, math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    groups = (
-        [np.arange(n_items)] if strata is None else [np.flatnonzero(strata == s) for s in np.unique(strata)]
-    )
-    draws = np.array(
-        [statistic(np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups])) for _ in range(n)]
-    )
-    draws = draws[np.isfinite(draws)]
-    if not len(draws):
-        return point, math.nan, math.nan
-    lo, hi = np.quantile(draws, [alpha / 2, 1 - alpha / 2])
-    return point, float(lo), float(hi)
+    scalar = np.ndim(point) == 0
+    lo = np.full(np.shape(point) or (1,), math.nan)
+    hi = lo.copy()
+    if n_items:
+        rng = np.random.default_rng(seed)
+        groups = (
+            [np.arange(n_items)]
+            if strata is None
+            else [np.flatnonzero(strata == s) for s in np.unique(strata)]
+        )
+        draws = np.array(
+            [
+                statistic(np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups]))
+                for _ in range(n)
+            ],
+            dtype=float,
+        ).reshape(n, -1)
+        for column in range(draws.shape[1]):
+            finite = draws[np.isfinite(draws[:, column]), column]
+            if len(finite):
+                lo[column], hi[column] = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
+    if scalar:
+        return point, float(lo[0]), float(hi[0])
+    return point, lo, hi
 
 
 def bootstrap_ci(

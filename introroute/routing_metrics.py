@@ -27,7 +27,6 @@ Every function takes per-query arrays, so bootstrap CIs are a resample of the qu
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -394,21 +393,17 @@ def curve_report(
 ) -> dict[str, dict[str, float]]:
     """Every standard metric of one 2-tier curve with its bootstrap CI.
 
-    One seed, so every metric sees the same resamples; each resample's curve is built once and
-    all metrics are read off it (a cache keyed by the resample's digest), not once per metric.
+    One bootstrap of the vector of all metrics: each resample's curve is built once and every
+    metric is read off it.
     """
     metrics = STANDARD_METRICS | matched_metrics(delta)
-    cache: dict[bytes, dict[str, float]] = {}
 
-    def all_metrics(idx: np.ndarray) -> dict[str, float]:
-        key = hashlib.blake2b(np.ascontiguousarray(idx).tobytes(), digest_size=16).digest()
-        if key not in cache:
-            curve = build(idx)
-            cache[key] = {name: stat(curve) for name, stat in metrics.items()}
-        return cache[key]
+    def all_metrics(idx: np.ndarray) -> np.ndarray:
+        curve = build(idx)
+        return np.array([statistic(curve) for statistic in metrics.values()])
 
-    out = {}
-    for name in metrics:
-        point, lo, hi = bootstrap(lambda idx, m=name: all_metrics(idx)[m], n_items, n_boot, seed)
-        out[name] = {"value": point, "lo": lo, "hi": hi}
-    return out
+    point, lo, hi = bootstrap(all_metrics, n_items, n_boot, seed)
+    return {
+        name: {"value": float(point[i]), "lo": float(lo[i]), "hi": float(hi[i])}
+        for i, name in enumerate(metrics)
+    }
