@@ -1,4 +1,5 @@
-"""Benchmark questions as chat prompts for self-labelling: ARC-Easy/Challenge, BoolQ, MMLU, GSM8K.
+"""Benchmark questions as chat prompts for self-labelling: ARC-Easy/Challenge, BoolQ, MMLU, GSM8K,
+EntityQuestions.
 
 Why options are shuffled: SmolLM2-135M-Instruct answers "A" most of the time, so on benchmarks
 whose gold is often A its "successes" mostly say where the gold sits. Each item's options are
@@ -10,6 +11,7 @@ All multiple-choice tasks share one prompt format (:func:`format_mc`).
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -21,10 +23,11 @@ from introroute.data.graders import LETTERS, Kind, canonical_number, gsm8k_gold
 from introroute.data.paths import data_root, require
 from introroute.data.rawfiles import csv_rows, jsonl_rows
 from introroute.data.schema import RoutingRecord, Split
-from introroute.data.splits import DEFAULT_SEED, pick_unseen_subjects, split_of
+from introroute.data.short_answer import normalize
+from introroute.data.splits import DEFAULT_SEED, assign_split, pick_unseen_subjects, split_of
 from introroute.errors import DataError
 
-DATASETS = ("arc-easy", "arc-challenge", "boolq", "mmlu", "gsm8k")
+DATASETS = ("arc-easy", "arc-challenge", "boolq", "mmlu", "gsm8k", "entityquestions")
 MC_INSTRUCTION = "Answer with the letter of the correct option."
 YESNO_INSTRUCTION = "Answer yes or no."
 GSM8K_INSTRUCTION = (
@@ -251,6 +254,66 @@ def load_gsm8k(root: Path | None = None, split_seed: int = DEFAULT_SEED) -> list
     return items
 
 
+EQ_UNSEEN_RELATIONS = frozenset({"P276", "P159", "P740"})
+"""EntityQuestions relations held out whole as ``test_unseen``: this project's own unseen-relation
+test (the dataset's test split and relations P176/P495 are kept back by the data's provider)."""
+
+
+def _eq_entity(template: str, question: str) -> str | None:
+    """The ``[X]`` of a relation's question template, read back from one question."""
+    head, _, tail = template.partition("[X]")
+    if question.startswith(head) and question.endswith(tail) and len(question) > len(head) + len(tail):
+        return question[len(head) : len(question) - len(tail)]
+    return None
+
+
+def load_entityquestions(
+    root: Path | None = None,
+    split_seed: int = DEFAULT_SEED,
+    relations: Sequence[str] | None = None,
+    unseen: frozenset[str] = EQ_UNSEEN_RELATIONS,
+) -> list[BenchmarkItem]:
+    """EntityQuestions train + dev questions, as a user would type them (no instruction added).
+
+    Splits are by entity (every question about one entity lands in one split, across relations),
+    and the ``unseen`` relations are ``test_unseen`` whole. ``options`` holds every gold alias.
+    """
+    folder = data_root(root) / "entityquestions"
+    templates = json.loads(require(folder / "relation_query_templates.json").read_text(encoding="utf-8"))
+    available = sorted(p.name.split(".")[0] for p in require(folder / "train").glob("*.train.json"))
+    wanted = list(relations) if relations else available
+    missing = sorted(set(wanted) - set(available))
+    if missing:
+        raise DataError(f"EntityQuestions has no relation {', '.join(missing)}; have {', '.join(available)}")
+    items = []
+    for relation in wanted:
+        for source_split in ("train", "dev"):
+            path = require(folder / source_split / f"{relation}.{source_split}.json")
+            for row, data in enumerate(json.loads(path.read_text(encoding="utf-8"))):
+                where = f"{path}:{row}"
+                question = str(_field(data, "question", where)).strip()
+                aliases = tuple(str(a) for a in _field(data, "answers", where))
+                if not aliases:
+                    raise DataError(f"{where}: no gold answers")
+                entity = _eq_entity(templates[relation], question)
+                key = normalize(entity or question)
+                split = "test_unseen" if relation in unseen else assign_split(f"entity:{key}", split_seed)
+                items.append(
+                    BenchmarkItem(
+                        id=f"entityquestions/{relation}/{source_split}/{row}",
+                        dataset="entityquestions",
+                        kind="short",
+                        split=split,
+                        messages=_user(question),
+                        gold=aliases[0],
+                        options=aliases,
+                        subject=relation,
+                        meta={"source_split": source_split, "entity": entity, "answers": list(aliases)},
+                    )
+                )
+    return items
+
+
 def load_benchmark(
     name: str, root: Path | None = None, shuffle_seed: int | None = 0, split_seed: int = DEFAULT_SEED
 ) -> list[BenchmarkItem]:
@@ -261,6 +324,7 @@ def load_benchmark(
         "boolq": lambda: load_boolq(root, split_seed),
         "mmlu": lambda: load_mmlu(root, shuffle_seed, split_seed),
         "gsm8k": lambda: load_gsm8k(root, split_seed),
+        "entityquestions": lambda: load_entityquestions(root, split_seed),
     }
     if name not in loaders:
         raise DataError(f"unknown benchmark {name!r}; expected one of {', '.join(DATASETS)}")

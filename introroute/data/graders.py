@@ -16,9 +16,11 @@ from typing import Any, Literal
 
 import litellm
 
+from introroute.data.short_answer import match_alias
 from introroute.errors import DataError
 
-Kind = Literal["mc", "yesno", "number"]
+Kind = Literal["mc", "yesno", "number", "short"]
+"""``short``: a factual short answer, graded against gold aliases (:mod:`introroute.data.short_answer`)."""
 LETTERS = "ABCDEFGHIJ"
 
 
@@ -195,8 +197,16 @@ def gsm8k_gold(answer: str, where: str) -> str:
 # Dispatch and LLM judge
 
 
-def grade(kind: Kind, response: str, gold: str, options: Sequence[str] = ()) -> Grade:
-    """Rule-grade a reply of the given task kind against its gold answer."""
+def grade(
+    kind: Kind, response: str, gold: str, options: Sequence[str] = (), subject: str | None = None
+) -> Grade:
+    """Rule-grade a reply of the given task kind against its gold answer.
+
+    For ``short``, ``options`` are the gold's aliases and ``subject`` the entity asked about.
+    """
+    if kind == "short":
+        parsed = match_alias(response, (gold, *options), subject)
+        return Grade(parsed=parsed, correct=parsed is not None)
     if kind == "mc":
         parsed = parse_choice(response, options)
     elif kind == "yesno":
@@ -204,7 +214,7 @@ def grade(kind: Kind, response: str, gold: str, options: Sequence[str] = ()) -> 
     elif kind == "number":
         parsed = parse_final_number(response)
     else:
-        raise ValueError(f"unknown task kind {kind!r}; expected 'mc', 'yesno' or 'number'")
+        raise ValueError(f"unknown task kind {kind!r}; expected 'mc', 'yesno', 'number' or 'short'")
     return Grade(parsed=parsed, correct=parsed is not None and parsed == gold)
 
 

@@ -12,7 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import get_args
 
-from introroute.data.benchmarks import DATASETS, BenchmarkItem, items_from_records, load_benchmark
+from introroute.data.benchmarks import (
+    DATASETS,
+    BenchmarkItem,
+    items_from_records,
+    load_benchmark,
+    load_entityquestions,
+)
 from introroute.data.labelling import (
     HFAnswerer,
     LiteLLMAnswerer,
@@ -49,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--limit", type=int, help="at most N items per dataset, a seeded sample a larger N extends"
     )
+    parser.add_argument(
+        "--relations",
+        nargs="+",
+        metavar="PID",
+        help="entityquestions: only these relations (default: all); --limit then applies per relation",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, help="override the per-task default (16/8/320)")
     parser.add_argument("--seed", type=int, default=0, help="option-shuffle and --limit sampling seed")
@@ -80,7 +92,14 @@ def _item_sets(args: argparse.Namespace, shuffle_seed: int | None) -> Iterator[l
         yield from by_dataset.values()
         return
     for dataset in args.datasets:
-        yield load_benchmark(dataset, args.data_root, shuffle_seed, args.split_seed)
+        if dataset == "entityquestions":  # sampled per relation, so each relation gets --limit
+            items = load_entityquestions(args.data_root, args.split_seed, args.relations)
+            by_relation: dict[str | None, list[BenchmarkItem]] = {}
+            for item in items:
+                by_relation.setdefault(item.subject, []).append(item)
+            yield from by_relation.values()
+        else:
+            yield load_benchmark(dataset, args.data_root, shuffle_seed, args.split_seed)
 
 
 def main(args: argparse.Namespace) -> int:

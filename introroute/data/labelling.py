@@ -24,8 +24,9 @@ from introroute.data.jsonl import RecordAppender, finished_ids, iter_records
 from introroute.data.schema import Message, RoutingRecord, TargetOutcome
 from introroute.data.stats import task_summary
 
-MAX_NEW_TOKENS: dict[Kind, int] = {"mc": 16, "yesno": 8, "number": 320}
-"""Enough for a letter, a yes/no, or a GSM8K chain of thought; more only slows labelling."""
+MAX_NEW_TOKENS: dict[Kind, int] = {"mc": 16, "yesno": 8, "number": 320, "short": 16}
+"""Enough for a letter, a yes/no, a short entity answer or a GSM8K chain of thought; more only
+slows labelling."""
 
 ChatMessages = list[dict[str, str]]
 
@@ -138,7 +139,7 @@ Grader = Callable[[BenchmarkItem, str], Grade]
 
 def rule_grader(item: BenchmarkItem, response: str) -> Grade:
     """The task's rule grader: option letter, yes/no, or final number."""
-    return grade(item.kind, response, item.gold, item.options)
+    return grade(item.kind, response, item.gold, item.options, item.meta.get("entity"))
 
 
 def llm_judge_grader(model: str, **completion_kwargs: Any) -> Grader:
