@@ -135,7 +135,7 @@ def test_hf_answerer_batched_equals_one_by_one(tiny_lm) -> None:
     assert [a.text for a in batched] == [a.text for a in single]
     assert [a.prompt_tokens for a in batched] == [a.prompt_tokens for a in single]
     assert all(0 < a.completion_tokens <= 4 for a in batched)
-    assert tokenizer.padding_side == "right"  # restored
+    assert tokenizer.padding_side == "right"  # never modified
 
 
 def test_label_with_tiny_model_end_to_end(tiny_lm, tmp_path: Path) -> None:
@@ -242,3 +242,23 @@ def test_items_from_records_needs_a_gradable_gold() -> None:
         items_from_records([_log_record("q/1", "train", "maybe")])
     number = items_from_records([_log_record("q/2", "train", "1,080")])[0]
     assert (number.kind, number.gold) == ("number", "1080")
+
+
+def test_hf_answerer_shared_prefix_equals_plain_generate(tiny_lm) -> None:
+    """The prefix-cached batch decodes exactly what plain greedy ``generate`` decodes per prompt."""
+    import torch
+
+    model, tokenizer = tiny_lm
+    conversations = [
+        [{"role": "user", "content": "what is the capital of france ?"}],
+        [{"role": "user", "content": "the capital"}],
+    ]
+    batched = HFAnswerer(model, tokenizer)(conversations, max_new_tokens=5)
+    for conversation, answer in zip(conversations, batched, strict=True):
+        text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            out = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        row = out[0, ids.shape[1] :].tolist()
+        stop = row.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in row else len(row)
+        assert answer.text == tokenizer.decode(row[:stop], skip_special_tokens=True).strip()
