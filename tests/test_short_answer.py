@@ -26,6 +26,7 @@ from introroute.errors import DataError
         ("The answer is the Netherlands", ["Netherlands"], None, "netherlands"),
         ("He plays as a goalkeeper", ["goalkeeper"], None, "goalkeeper"),
         ("Wexford", ["Wexford"], "County Wexford", "wexford"),
+        ("The capital of Kassel is Kassel, Germany.", ["Kassel"], "Kassel", "kassel"),
         # wrong or unreadable
         ("Paris or Lyon", ["Paris"], None, None),
         ("Either Paris or Lyon.", ["Paris"], None, None),
@@ -79,7 +80,7 @@ def test_entityquestions_items_split_by_entity_and_hold_out_relations(tmp_path: 
     assert len({i.split for i in france}) == 1  # one entity, one split (train and dev copies)
     assert {i.split for i in items if i.subject == "P276"} == {"test_unseen"}
     first = items[0]
-    assert first.kind == "short" and first.messages == [{"role": "user", "content": first.messages[0]["content"]}]
+    assert first.kind == "short" and [m["role"] for m in first.messages] == ["user"]
     assert first.messages[0]["content"].endswith("?")  # as a user types it: no instruction added
     assert load_entityquestions(tmp_path, relations=["P36"])[0].subject == "P36"
     with pytest.raises(DataError, match="no relation P999"):

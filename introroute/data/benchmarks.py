@@ -254,7 +254,7 @@ def load_gsm8k(root: Path | None = None, split_seed: int = DEFAULT_SEED) -> list
     return items
 
 
-EQ_UNSEEN_RELATIONS = frozenset({"P276", "P159", "P740"})
+EQ_UNSEEN_RELATIONS = frozenset({"P131", "P136", "P276"})
 """EntityQuestions relations held out whole as ``test_unseen``: this project's own unseen-relation
 test (the dataset's test split and relations P176/P495 are kept back by the data's provider)."""
 

@@ -76,12 +76,8 @@ class HFAnswerer:
         import torch  # imported here: the LiteLLM path and log tools must not need torch
 
         tok = self.tokenizer
-        rows = [
-            tok(tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True), add_special_tokens=False)[
-                "input_ids"
-            ]
-            for m in batch
-        ]
+        texts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in batch]
+        rows = [tok(text, add_special_tokens=False)["input_ids"] for text in texts]
         shared = _common_prefix_length(rows) - 1  # keep >= 1 token per row for the first step
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         width = max(len(r) for r in rows) - shared

@@ -6,7 +6,8 @@ SQuAD (case, punctuation, articles, whitespace) and also folds accents, so "Bras
 "Brasilia". A reply is right when a normalised gold alias occurs in it as whole words, is not
 negated ("not Paris", "isn't Paris"), and the reply does not offer several candidates ("Paris or
 Lyon", a bulleted list, "Lyon, Paris, Marseille"). Words that merely echo the question's subject
-("The capital of County Wexford is ..." for the gold "Wexford") are removed before matching.
+("The capital of County Wexford is ..." for the gold "Wexford") are removed before matching, once:
+"The capital of Kassel is Kassel" still answers "Kassel".
 """
 
 from __future__ import annotations
@@ -54,13 +55,15 @@ def _candidates(reply: str) -> int:
 
 
 def _without_subject(reply: str, subject: str | None) -> str:
-    """The normalised reply with the question's subject echoes blanked out."""
-    if not subject:
+    """The normalised reply with its first echo of the question's subject blanked out.
+
+    Only the first: "The capital of Kassel is Kassel" restates the subject once, then answers.
+    """
+    spans = _word_spans(reply, normalize(subject)) if subject else []
+    if not spans:
         return reply
-    norm_subject = normalize(subject)
-    for start, end in reversed(_word_spans(reply, norm_subject)):
-        reply = f"{reply[:start]} | {reply[end:]}"
-    return reply
+    start, end = spans[0]
+    return f"{reply[:start]} | {reply[end:]}"
 
 
 def match_alias(reply: str, aliases: Sequence[str], subject: str | None = None) -> str | None:
