@@ -146,3 +146,25 @@ def test_train_command_rejects_bad_input_before_loading_a_model(tmp_path, capsys
     )
     assert "missing.jsonl" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_recipe_schedule_and_smoothing() -> None:
+    """Warm-up then cosine decay to zero; smoothing pulls targets towards 0.5; NaN stays masked."""
+    import torch
+
+    from introroute.gatekeeper.training import TrainConfig, _scheduler, masked_bce
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    scheduler = _scheduler(optimizer, TrainConfig(schedule="cosine", warmup=0.2), total_steps=10)
+    lrs = []
+    for _ in range(10):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == 0.5 and lrs[1] == 1.0  # 2 warm-up steps
+    assert all(a >= b for a, b in zip(lrs[1:], lrs[2:], strict=False)) and lrs[-1] < 0.05
+    logits = torch.tensor([[10.0, 0.0]])
+    labels = torch.tensor([[1.0, float("nan")]])
+    ones = torch.ones(2)
+    assert masked_bce(logits, labels, ones, smoothing=0.2) > masked_bce(logits, labels, ones)

@@ -19,8 +19,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--patience", type=int, default=2)
-    parser.add_argument("--lora-r", type=int, default=8)
+    parser.add_argument("--lora-r", type=int, default=8, help="LoRA rank; 0 = no LoRA ([INTRO] row + head)")
+    parser.add_argument("--lora-alpha", type=int, help="LoRA alpha (default: 2 x rank)")
     parser.add_argument("--target-modules", nargs="+", help="projections to adapt (default: q_proj v_proj)")
+    parser.add_argument(
+        "--paper-placement",
+        action="store_true",
+        help="adapt q_proj o_proj gate_proj up_proj down_proj (the paper's; k/v stay frozen)",
+    )
     parser.add_argument("--num-intro-tokens", type=int, default=1)
     parser.add_argument("--max-context", type=int, default=1024)
     parser.add_argument("--limit-train", type=int, help="seeded random subset of the train split")
@@ -28,14 +34,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt-cache", choices=["epoch", "memory"], default="memory")
     parser.add_argument("--cache-dtype", choices=["float32", "bfloat16", "float16"], default="bfloat16")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-class-weight", action="store_true", help="plain BCE (no pos_weight)")
+    parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
+    parser.add_argument("--warmup", type=float, default=0.0, help="warm-up, as a fraction of all steps")
+    parser.add_argument("--max-grad-norm", type=float, help="clip gradients to this norm")
     parser.add_argument("--threads", type=int)
 
 
 def main(args: argparse.Namespace) -> int:
     import torch
 
+    from introroute.evaluation import task_path
     from introroute.gatekeeper import IntroConfig, IntroLM, load_base
-    from introroute.gatekeeper.config import DEFAULT_TARGET_MODULES
+    from introroute.gatekeeper.config import DEFAULT_TARGET_MODULES, PAPER_TARGET_MODULES
     from introroute.gatekeeper.records import load_logs, select, to_examples
     from introroute.gatekeeper.training import TrainConfig, fit, make_dataset
 
@@ -51,14 +63,17 @@ def main(args: argparse.Namespace) -> int:
         targets=list(args.targets),
         num_intro_tokens=args.num_intro_tokens,
         lora_r=args.lora_r,
-        lora_alpha=2 * args.lora_r,
-        target_modules=list(args.target_modules or DEFAULT_TARGET_MODULES),
+        lora_alpha=args.lora_alpha or 2 * args.lora_r,
+        target_modules=list(
+            PAPER_TARGET_MODULES if args.paper_placement else args.target_modules or DEFAULT_TARGET_MODULES
+        ),
         max_context=args.max_context,
         seed=args.seed,
     )
     gk = IntroLM.build(load_base(args.base), config)
     train = make_dataset(gk, *train_examples)
-    validation = make_dataset(gk, *val_examples)
+    # early stopping on within-task AUC (MMLU subject, EntityQuestions relation)
+    validation = make_dataset(gk, *val_examples, groups=["/".join(task_path(r)) for r in val_records])
     print(f"train {len(train)} records, validation {len(validation)} records, targets {args.targets}")
     result = fit(
         gk,
@@ -72,6 +87,11 @@ def main(args: argparse.Namespace) -> int:
             seed=args.seed,
             prompt_cache=args.prompt_cache,
             cache_dtype=args.cache_dtype,
+            class_weight=not args.no_class_weight,
+            label_smoothing=args.label_smoothing,
+            schedule=args.schedule,
+            warmup=args.warmup,
+            max_grad_norm=args.max_grad_norm,
         ),
         output_dir=args.out,
     )

@@ -9,6 +9,8 @@ SELF_TARGET = "self"
 # PEFT's own default for Llama-family models. Every adapted projection costs a little fixed
 # work per forward (activated LoRA selects the [INTRO] rows), which matters for short prompts.
 DEFAULT_TARGET_MODULES = ("q_proj", "v_proj")
+PAPER_TARGET_MODULES = ("q_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""IntroLM's placement: attention query/output and the MLP; keys and values stay frozen."""
 
 
 @dataclass
