@@ -12,6 +12,7 @@ import torch
 from introroute.gatekeeper import IntroConfig, IntroLM, load_base
 from introroute.gatekeeper.training import (
     TrainConfig,
+    _shared_prefix,
     fast_head_logits,
     fit,
     make_dataset,
@@ -57,8 +58,11 @@ def _conversations(n: int, seed: int) -> tuple[list, np.ndarray]:
     return conversations, np.array(labels, dtype=np.float32)
 
 
-@pytest.mark.parametrize("num_intro_tokens", [1, 2])
-def test_fast_path_equals_naive_loss_and_gradients(tiny_base_dir, num_intro_tokens):
+@pytest.mark.parametrize(
+    ("num_intro_tokens", "system"), [(1, None), (2, None), (1, "what is the capital of france a b c")]
+)
+def test_fast_path_equals_naive_loss_and_gradients(tiny_base_dir, num_intro_tokens, system):
+    """With a shared system prompt the fast path prefills the shared head once (prefix_first)."""
     gk = IntroLM.build(
         load_base(tiny_base_dir), IntroConfig(targets=["self", "remote"], num_intro_tokens=num_intro_tokens)
     )
@@ -68,8 +72,11 @@ def test_fast_path_equals_naive_loss_and_gradients(tiny_base_dir, num_intro_toke
                 param.normal_(std=0.3)
     gk.train()
     conversations, labels = _conversations(6, seed=0)
+    if system:
+        conversations = [[{"role": "system", "content": system}, *c] for c in conversations]
     data = make_dataset(gk, conversations, labels)
     batch = gk.collate(data.prompts)  # mixed lengths: left padding is exercised
+    assert (_shared_prefix(batch) > 8) == bool(system)
     weight = pos_weights(labels)
     results = []
     for path in (naive_head_logits, fast_head_logits):
