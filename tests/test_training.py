@@ -177,3 +177,20 @@ def test_recipe_schedule_and_smoothing() -> None:
     labels = torch.tensor([[1.0, float("nan")]])
     ones = torch.ones(2)
     assert masked_bce(logits, labels, ones, smoothing=0.2) > masked_bce(logits, labels, ones)
+
+
+def test_predict_fast_path_equals_serving_scores(tiny_base_dir):
+    """Offline evaluation scores by the fast path; serving runs the full adapter forward."""
+    from introroute.cli.eval import introlm_scores
+
+    gk = IntroLM.build(load_base(tiny_base_dir), IntroConfig(targets=["self", "remote"]))
+    with torch.no_grad():
+        for name, param in gk.peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.3)
+    gk.eval()
+    conversations, _ = _conversations(7, seed=3)
+    conversations = [[{"role": "system", "content": "what is the capital"}, *c] for c in conversations]
+    np.testing.assert_allclose(
+        introlm_scores(gk, conversations, 4), gk.scores_batch(conversations), atol=1e-5
+    )

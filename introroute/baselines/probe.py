@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from introroute.baselines.base import length_batches
 from introroute.baselines.logistic import FrozenFeatureBaseline
 from introroute.gatekeeper import DEFAULT_BASE, IntroConfig, IntroLM, load_base
+from introroute.gatekeeper.training import prefix_first, shared_prefix_forward
 from introroute.scoring import Messages
 
 
@@ -54,13 +55,8 @@ class HiddenStateProbe(FrozenFeatureBaseline):
             for rows in tqdm(
                 length_batches([len(p.ids) for p in prompts], self.batch_size), desc="probe features"
             ):
-                batch = gk.collate([prompts[i] for i in rows])
-                hidden = gk.plain(
-                    input_ids=batch.input_ids,
-                    attention_mask=batch.attention_mask,
-                    position_ids=gk._positions(batch.attention_mask),
-                    output_hidden_states=True,
-                    logits_to_keep=1,
-                ).hidden_states[-1]
-                out[rows] = hidden[:, -1].numpy()  # left-padded: the last position is the last token
+                # the batch's shared template head is prefilled once (see training.prefix_first)
+                batch = prefix_first(gk.collate([prompts[i] for i in rows]))
+                hidden = shared_prefix_forward(gk, batch, output_hidden_states=True)[1].hidden_states[-1]
+                out[rows] = hidden[:, -1].numpy()  # the last position is every row's last token
         return out

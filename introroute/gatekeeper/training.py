@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -164,23 +164,34 @@ def prefix_first(batch: Batch) -> Batch:
     return Batch(ids, mask, batch.lengths, batch.prompts)
 
 
-def shared_prefix_cache(gk: IntroLM, batch: Batch) -> DynamicCache:
-    """:meth:`IntroLM.prompt_cache` of a :func:`prefix_first` batch, with the shared head prefilled once."""
+def shared_prefix_forward(gk: IntroLM, batch: Batch, **kwargs: Any) -> tuple[DynamicCache, Any]:
+    """The plain base model over a :func:`prefix_first` batch, the shared head prefilled once.
+
+    Returns the prompt's KV cache (what :meth:`IntroLM.prompt_cache` returns) and the model
+    output of the rest of the prompt (``kwargs`` go to that call, e.g. ``output_hidden_states``).
+    """
     shared = _shared_prefix(batch)
-    if shared == 0:
-        return gk.prompt_cache(batch)
+    positions = gk._positions(batch.attention_mask)
     with torch.no_grad():
-        cache = gk.plain(input_ids=batch.input_ids[:1, :shared], use_cache=True).cache
-        cache.batch_repeat_interleave(batch.input_ids.shape[0])
-        gk.plain(
+        cache = DynamicCache()
+        if shared:
+            cache = gk.plain(input_ids=batch.input_ids[:1, :shared], use_cache=True).cache
+            cache.batch_repeat_interleave(batch.input_ids.shape[0])
+        out = gk.plain(
             input_ids=batch.input_ids[:, shared:],
             attention_mask=batch.attention_mask,
-            position_ids=gk._positions(batch.attention_mask)[:, shared:],
+            position_ids=positions[:, shared:],
             cache=cache,
             use_cache=True,
             logits_to_keep=1,
+            **kwargs,
         )
-    return cache
+    return cache, out
+
+
+def shared_prefix_cache(gk: IntroLM, batch: Batch) -> DynamicCache:
+    """:meth:`IntroLM.prompt_cache` of a :func:`prefix_first` batch, the shared head prefilled once."""
+    return shared_prefix_forward(gk, batch)[0]
 
 
 def _batches(dataset: Dataset, batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -224,7 +235,7 @@ def validation_auc(
 ) -> list[float]:
     """ROC-AUC per target on ``dataset`` (NaN where a target has a single class); within-group
     (mean over groups with both classes) when the dataset has groups."""
-    probabilities = _predict(gk, dataset, batch_size, store)
+    probabilities = predict(gk, dataset, batch_size, store)
     aucs = []
     for column in range(dataset.labels.shape[1]):
         observed = ~np.isnan(dataset.labels[:, column])
@@ -234,8 +245,9 @@ def validation_auc(
     return aucs
 
 
-def _predict(gk: IntroLM, dataset: Dataset, batch_size: int, store: _CacheStore | None) -> np.ndarray:
-    """Validation probabilities; with a cache store, the prompts are run once for all epochs."""
+def predict(gk: IntroLM, dataset: Dataset, batch_size: int, store: _CacheStore | None = None) -> np.ndarray:
+    """``[N, targets]`` probabilities by the training fast path (shared head prefilled once per
+    batch); with a cache store, the prompts are run once for all epochs."""
     gk.eval()
     out = []
     with torch.no_grad():
