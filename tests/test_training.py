@@ -194,3 +194,24 @@ def test_predict_fast_path_equals_serving_scores(tiny_base_dir):
     np.testing.assert_allclose(
         introlm_scores(gk, conversations, 4), gk.scores_batch(conversations), atol=1e-5
     )
+
+
+def test_cache_store_keeps_the_shared_head_once(tiny_base_dir):
+    """The kept cache rebuilds exactly the prompt cache, storing the shared head once per batch."""
+    from introroute.gatekeeper.training import _CacheStore, prefix_first, shared_prefix_cache
+
+    gk = IntroLM.build(load_base(tiny_base_dir), IntroConfig(targets=["self"]))
+    conversations, _ = _conversations(5, seed=4)
+    conversations = [
+        [{"role": "system", "content": "what is the capital of france"}, *c] for c in conversations
+    ]
+    batch = prefix_first(gk.collate([gk.encode(c) for c in conversations]))
+    store = _CacheStore(torch.float32)
+    rebuilt, direct = store.get(gk, ("b",), batch), shared_prefix_cache(gk, batch)
+    for mine, theirs in zip(rebuilt.layers, direct.layers, strict=True):
+        torch.testing.assert_close(mine.keys, theirs.keys, rtol=0, atol=0)
+        torch.testing.assert_close(mine.values, theirs.values, rtol=0, atol=0)
+    head = _shared_prefix(batch)
+    full = sum(layer.keys.nbytes + layer.values.nbytes for layer in direct.layers) / 2**30
+    rows, width = batch.input_ids.shape
+    assert store.gib == pytest.approx(full * (1 - head / width * (1 - 1 / rows)))  # head kept once
