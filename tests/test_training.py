@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from introroute.gatekeeper import IntroConfig, IntroLM, load_base
-from introroute.gatekeeper.training import (
+from introroute.training.gatekeeper import (
     TrainConfig,
     fast_head_logits,
     fit,

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from introroute.baselines.base import length_batches
-from introroute.baselines.logistic import FrozenFeatureBaseline
 from introroute.gatekeeper import DEFAULT_BASE, IntroConfig, IntroLM, load_base
 from introroute.scoring import Messages
+from introroute.training.baselines.base import length_batches
+from introroute.training.baselines.logistic import FrozenFeatureBaseline
 
 
 class HiddenStateProbe(FrozenFeatureBaseline):
