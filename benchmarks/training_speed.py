@@ -35,7 +35,7 @@ def run_mode(mode: str, examples: int, batch_size: int) -> dict:
     from introroute.data.jsonl import read_records
     from introroute.data.paths import vendored_path
     from introroute.gatekeeper import IntroConfig, IntroLM, load_base
-    from introroute.gatekeeper.training import (
+    from introroute.training.gatekeeper import (
         _CacheStore,
         fast_head_logits,
         make_dataset,

@@ -3,6 +3,14 @@
 ``introroute.completion(...)`` is a drop-in for ``litellm.completion``; importing this package
 also registers the ``introroute/<router>`` LiteLLM provider. :class:`IntroLM` (the gatekeeper)
 is imported lazily: it pulls in torch, which most routing processes load only on first use.
+
+Layout: the online packages run on every request (:mod:`introroute.router` ->
+:mod:`introroute.gatekeeper` -> :mod:`introroute.policies`, over the shared contracts ``errors``,
+``messages`` and ``scoring`` here); the offline ones build and measure what the router uses
+(:mod:`introroute.data`, :mod:`introroute.training`, :mod:`introroute.evaluation`,
+:mod:`introroute.routing_eval`, :mod:`introroute.fitting`) and may import the online ones,
+never the reverse. Each package's docstring says what it may import; ``tests/test_layout.py``
+enforces it.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import numpy as np
 
 from introroute.data.jsonl import write_records
 from introroute.data.schema import RoutingRecord, TargetOutcome
-from introroute.evaluation import prediction_line
+from introroute.evaluation.report import prediction_line
 
 # tier target -> probability of a correct answer at difficulty 0 and 1
 SKILL = {"self": (0.8, 0.0), "weak": (0.95, 0.2), "strong": (0.97, 0.6)}

@@ -8,16 +8,16 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from introroute.baselines import KINDS, load_baseline
-from introroute.baselines.base import length_batches
-from introroute.baselines.encoder import MiniLMFineTuned, MiniLMLogistic
-from introroute.baselines.features import FeatureCache
-from introroute.baselines.logistic import PerTargetLogistic
-from introroute.baselines.prior import GroupPrior, RandomScores
-from introroute.baselines.probe import HiddenStateProbe
 from introroute.errors import AdapterError, DataError
 from introroute.gatekeeper import IntroConfig, IntroLM, load_base
-from introroute.gatekeeper.training import fast_head_logits, naive_head_logits, trainable_parameters
+from introroute.training.baselines import KINDS, load_baseline
+from introroute.training.baselines.base import length_batches
+from introroute.training.baselines.encoder import MiniLMFineTuned, MiniLMLogistic
+from introroute.training.baselines.features import FeatureCache
+from introroute.training.baselines.logistic import PerTargetLogistic
+from introroute.training.baselines.prior import GroupPrior, RandomScores
+from introroute.training.baselines.probe import HiddenStateProbe
+from introroute.training.gatekeeper import fast_head_logits, naive_head_logits, trainable_parameters
 
 TARGETS = ["small", "large"]
 WORDS = [

@@ -12,14 +12,14 @@ import yaml
 from routing_support import TWO_TIER_YAML, synthetic, write_setup
 
 from introroute.cli import main as cli
-from introroute.config_edit import edit_router_yaml
 from introroute.data.jsonl import write_records
 from introroute.data.schema import TargetOutcome
 from introroute.errors import PolicyError
+from introroute.fitting.config_edit import edit_router_yaml
+from introroute.fitting.threshold import FitTarget, ThresholdFitter, shortest_in
 from introroute.policies import TierInfo
-from introroute.replay import build_scored_log
 from introroute.router.config import load_config
-from introroute.threshold_fit import FitTarget, ThresholdFitter, shortest_in
+from introroute.routing_eval.replay import build_scored_log
 
 TIERS2 = (
     TierInfo("small", "weak", input_per_1m=1.0, output_per_1m=2.0, ttft_ms=100, per_output_token_ms=10),
@@ -232,7 +232,7 @@ def test_calibrate_rejects_predictions_of_another_log(tmp_path, capsys):
 
 
 def test_calibrate_recalibrates_scores_and_stores_the_maps(tmp_path):
-    pytest.importorskip("introroute.calibration")
+    pytest.importorskip("introroute.fitting.calibration")
     paths = write_setup(tmp_path, n=600)
     out, report = tmp_path / "fitted.yaml", tmp_path / "fit.json"
     argv = calibrate_args(paths, "--max-expensive-share", "0.3", "--recalibrate", "platt")

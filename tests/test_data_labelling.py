@@ -22,9 +22,9 @@ from introroute.data.labelling import (
     llm_judge_grader,
     write_summary,
 )
+from introroute.data.records import load_logs, select
 from introroute.data.schema import Message, RoutingRecord, TargetOutcome
 from introroute.errors import DataError
-from introroute.gatekeeper.records import load_logs, select
 
 
 def mc_items(n: int, seed: int | None = 0) -> list[BenchmarkItem]:

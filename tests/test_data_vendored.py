@@ -10,9 +10,9 @@ import pytest
 from introroute.data.importers import IMPORTERS
 from introroute.data.jsonl import read_records, write_records
 from introroute.data.paths import VENDORED_DIR, data_root, vendored_path
+from introroute.data.records import load_logs, select
 from introroute.data.splits import pick_unseen_subjects, split_of
 from introroute.data.stats import accuracy_table
-from introroute.gatekeeper.records import load_logs, select
 
 EXPECTED = {"routellm_mmlu": 11755, "routellm_gsm8k": 1319, "routerbench": 2218}
 MIXTRAL, GPT4 = "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"

@@ -12,9 +12,9 @@ from introroute.cli import main as cli
 from introroute.data.jsonl import write_records
 from introroute.data.schema import RoutingRecord, TargetOutcome
 from introroute.errors import DataError
-from introroute.evaluation import evaluate, task_aucs, weighted_within_auc, write_outputs
+from introroute.evaluation.metrics import brier, ece, pr_auc, roc_auc
+from introroute.evaluation.report import evaluate, task_aucs, weighted_within_auc, write_outputs
 from introroute.gatekeeper import IntroConfig, IntroLM, load_base
-from introroute.metrics import brier, ece, pr_auc, roc_auc
 
 TARGETS = ["m1", "m2"]
 # (dataset, subject, split, m1 correct, m2 correct or None, prediction for m1)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from introroute.metrics import (
+from introroute.evaluation.metrics import (
     bootstrap_ci,
     brier,
     ece,

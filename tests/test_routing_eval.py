@@ -10,22 +10,14 @@ import numpy as np
 import pytest
 from routing_support import synthetic, write_predictions, write_setup
 
-from introroute.calibration import ScoreCalibrator
 from introroute.cli import main as cli
 from introroute.data.jsonl import write_records
 from introroute.data.schema import TargetOutcome
 from introroute.errors import DataError, PolicyError
 from introroute.policies import TierInfo, build_policy
-from introroute.replay import (
-    build_scored_log,
-    choices,
-    knob_grid,
-    load_scored_log,
-    replay,
-    sweep,
-)
+from introroute.router.calibration import ScoreCalibrator
 from introroute.router.config import load_config
-from introroute.routing_metrics import (
+from introroute.routing_eval.metrics import (
     OperatingCurve,
     aiq,
     apgr,
@@ -38,6 +30,14 @@ from introroute.routing_metrics import (
     oracle_curve,
     pareto_front,
     random_curve,
+)
+from introroute.routing_eval.replay import (
+    build_scored_log,
+    choices,
+    knob_grid,
+    load_scored_log,
+    replay,
+    sweep,
 )
 
 # -- hand-computed 2-tier curve ----------------------------------------------------------------

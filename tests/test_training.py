@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from introroute.gatekeeper import IntroConfig, IntroLM, load_base
-from introroute.gatekeeper.training import (
+from introroute.training.gatekeeper import (
     TrainConfig,
     _shared_prefix,
     fast_head_logits,
@@ -161,7 +161,7 @@ def test_recipe_schedule_and_smoothing() -> None:
     """Warm-up then cosine decay to zero; smoothing pulls targets towards 0.5; NaN stays masked."""
     import torch
 
-    from introroute.gatekeeper.training import TrainConfig, _scheduler, masked_bce
+    from introroute.training.gatekeeper import TrainConfig, _scheduler, masked_bce
 
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=1.0)
@@ -198,7 +198,7 @@ def test_predict_fast_path_equals_serving_scores(tiny_base_dir):
 
 def test_cache_store_keeps_the_shared_head_once(tiny_base_dir):
     """The kept cache rebuilds exactly the prompt cache, storing the shared head once per batch."""
-    from introroute.gatekeeper.training import _CacheStore, prefix_first, shared_prefix_cache
+    from introroute.training.gatekeeper import _CacheStore, prefix_first, shared_prefix_cache
 
     gk = IntroLM.build(load_base(tiny_base_dir), IntroConfig(targets=["self"]))
     conversations, _ = _conversations(5, seed=4)

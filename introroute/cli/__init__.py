@@ -1,4 +1,5 @@
-"""``introroute`` command line: one sub-command per module, each with ``add_arguments`` and ``main``.
+"""``introroute`` command line, the user's entry point to both paths: one sub-command per module,
+each with ``add_arguments`` and ``main``; it may import any package.
 
 Sub-command modules import their heavy dependencies (torch, litellm) inside ``main`` so that
 ``introroute --help`` stays instant.
@@ -13,21 +14,31 @@ from collections.abc import Sequence
 
 from introroute.errors import IntrorouteError
 
-# sub-command -> (module with add_arguments/main, one-line help)
+# What ``introroute --help`` tells a user: the router itself needs no command.
+DESCRIPTION = (
+    "Route LiteLLM calls with a local gatekeeper that predicts, during prefill, whether each model "
+    "will answer a query well. Routing needs no command (introroute.completion(...), or "
+    'model="introroute/<router>" in LiteLLM); these commands score a query and build, measure '
+    "and fit the gatekeeper and router offline."
+)
+EPILOG = "Run 'introroute <command> --help' for a command's options."
+
+# sub-command -> (module with add_arguments/main, one-line purpose), in the order of the workflow:
+# try the gatekeeper, get labelled logs, train scorers, measure them, fit the router.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "score": ("introroute.cli.score", "score a query with the gatekeeper (and answer it locally)"),
-    "train": ("introroute.cli.train", "train the gatekeeper's heads on a routing log"),
-    "baseline": ("introroute.cli.baseline", "fit a baseline scorer (MiniLM, probe, prior) on a log"),
-    "eval": ("introroute.cli.eval", "compare the gatekeeper with baselines: metrics, CIs and plots"),
-    "calibrate": ("introroute.cli.calibrate", "fit a router's policy knob (and score calibration) on logs"),
-    "label": ("introroute.data.label_command", "run a model over a benchmark and grade its answers"),
-    "import-logs": ("introroute.data.import_command", "import public routing logs into routing-log JSONL"),
+    "score": ("introroute.cli.score", "score a query with the gatekeeper; --answer also answers it"),
+    "import-logs": ("introroute.data.import_command", "import public routing logs (RouteLLM, RouterBench)"),
+    "label": ("introroute.data.label_command", "run a model over a benchmark or log, grade its answers"),
+    "train": ("introroute.cli.train", "train the gatekeeper's heads on routing logs"),
+    "baseline": ("introroute.cli.baseline", "fit a baseline scorer (MiniLM, probe, prior) to compare"),
+    "eval": ("introroute.cli.eval", "measure scorers (AUC, ECE, plots); --routing: replay a router"),
+    "calibrate": ("introroute.cli.calibrate", "fit a router's policy knob (and calibration) to a target"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="introroute", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="introroute", description=DESCRIPTION, epilog=EPILOG)
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="<command>")
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)
         command = sub.add_parser(name, help=help_text, description=help_text)

@@ -58,10 +58,10 @@ def _options(cls: type, args: argparse.Namespace) -> dict[str, object]:
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from introroute.baselines import KINDS
-    from introroute.baselines.base import column_aucs
-    from introroute.evaluation import task_path
-    from introroute.gatekeeper.records import load_logs, select, to_examples
+    from introroute.data.records import load_logs, select, to_examples
+    from introroute.evaluation.report import task_path
+    from introroute.training.baselines import KINDS
+    from introroute.training.baselines.base import column_aucs
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -6,12 +6,12 @@ Input: routing log(s) with graded outcomes, a router YAML, and one target (``--r
 from the router's own configured gatekeeper, run here over the fit and report splits. The knob
 (``tau`` of ``threshold``, ``lam`` of ``cost_aware``) is fitted on ``--fit-split`` and the
 achieved metrics are reported with bootstrap 95% CIs on both splits
-(:mod:`introroute.threshold_fit`). ``--recalibrate platt|isotonic`` first fits a score
-calibration per tier target on the fit split (:mod:`introroute.calibration`) and stores it under
-``gatekeeper.calibration``; without it, a calibration already in the YAML is applied to the
+(:mod:`introroute.fitting.threshold`). ``--recalibrate platt|isotonic`` first fits a score
+calibration per tier target on the fit split (:mod:`introroute.fitting.calibration`) and stores it
+under ``gatekeeper.calibration``; without it, a calibration already in the YAML is applied to the
 scores, as the router will apply it. The YAML is written with the fitted value to ``--out``, or
 shown as a unified diff (``--diff``), or rewritten with ``--in-place``; its comments are kept
-(:mod:`introroute.config_edit`).
+(:mod:`introroute.fitting.config_edit`).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     import numpy as np
 
     from introroute.data.schema import RoutingRecord
-    from introroute.replay import ScoredLog
     from introroute.router.config import RouterConfig
+    from introroute.routing_eval.replay import ScoredLog
 
 ON_THE_FLY = "gatekeeper"  # scorer name of scores computed here with the router's gatekeeper
 
@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _target(args: argparse.Namespace) -> Any:
-    from introroute.threshold_fit import FitTarget
+    from introroute.fitting.threshold import FitTarget
 
     for kind in ("reliability", "max_expensive_share", "max_cost_per_query", "pgr"):
         value = getattr(args, kind)
@@ -96,9 +96,9 @@ def gatekeeper_scores(
 
 def load_scored(config: RouterConfig, args: argparse.Namespace) -> tuple[ScoredLog, str]:
     """The fit and report splits, joined with scores from --predictions or the gatekeeper."""
+    from introroute.data.records import load_logs, select
     from introroute.errors import DataError
-    from introroute.gatekeeper.records import load_logs, select
-    from introroute.replay import build_scored_log, join_predictions, read_predictions
+    from introroute.routing_eval.replay import build_scored_log, join_predictions, read_predictions
 
     splits = [args.fit_split, args.report_split]
     tiers = [t.info() for t in config.tiers]
@@ -130,16 +130,14 @@ def recalibrate(
     fit: ScoredLog, report: ScoredLog, scorer: str, method: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit one calibrator per scored tier target on ``fit``; ECE before/after on ``report``."""
-    from introroute.calibration import ScoreCalibrator, ece_before_after
     from introroute.errors import DataError
+    from introroute.fitting.calibration import ece_before_after, fit_calibrator
 
     calibrators, ece = {}, {}
     if not _calibrated_targets(fit, scorer):
         raise DataError(f"scorer {scorer!r} scores none of the tiers' targets: nothing to recalibrate")
     for column, target in _calibrated_targets(fit, scorer):
-        calibrators[target] = ScoreCalibrator(method).fit(
-            fit.scorer(scorer)[:, column], fit.correct[:, column]
-        )
+        calibrators[target] = fit_calibrator(fit.scorer(scorer)[:, column], fit.correct[:, column], method)
         ece[target] = ece_before_after(
             report.scorer(scorer)[:, column], report.correct[:, column], calibrators[target]
         )
@@ -165,11 +163,11 @@ def _print_report(report: Mapping[str, Any], stream: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from introroute.calibration import ScoreCalibrator
-    from introroute.config_edit import edit_router_yaml, load_offline, load_text
     from introroute.errors import ConfigError
-    from introroute.evaluation import json_safe
-    from introroute.threshold_fit import ThresholdFitter
+    from introroute.evaluation.report import json_safe
+    from introroute.fitting.config_edit import edit_router_yaml, load_offline, load_text
+    from introroute.fitting.threshold import ThresholdFitter
+    from introroute.router.calibration import ScoreCalibrator
 
     config = load_offline(args.router)
     target = _target(args)

@@ -8,7 +8,7 @@ baseline (``baseline.json``); ``--scorer random`` needs no directory. Writes ``r
 (``--predictions``) joined with the log(s) and a router YAML's tiers (``--router``): APGR,
 deferral-curve AUC, CPT, AIQ and savings at matched reliability per scorer (``--scorers``), plus
 the N-tier policy comparison for 3+ tiers. Writes ``routing.json``, ``routing.md`` and one
-deferral-curve PNG per tier pair (:mod:`introroute.routing_eval`); no model is loaded.
+deferral-curve PNG per tier pair (:mod:`introroute.routing_eval.report`); no model is loaded.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def introlm_scores(
     import numpy as np
     from tqdm.auto import tqdm
 
-    from introroute.gatekeeper.training import Dataset, predict
+    from introroute.training.gatekeeper import Dataset, predict
 
     order = sorted(range(len(conversations)), key=lambda i: sum(len(m["content"]) for m in conversations[i]))
     out = np.zeros((len(conversations), len(gk.targets)))
@@ -120,9 +120,9 @@ def score(
     args: argparse.Namespace,
 ) -> np.ndarray:
     """Probabilities ``[N, --targets]`` of one scorer."""
-    from introroute.baselines import load_baseline
-    from introroute.baselines.prior import RandomScores
     from introroute.gatekeeper.persistence import META_FILE
+    from introroute.training.baselines import load_baseline
+    from introroute.training.baselines.prior import RandomScores
 
     if directory is None:
         return RandomScores(args.targets, args.seed).predict_proba(conversations)
@@ -148,10 +148,10 @@ def _columns(
 
 def routing_main(args: argparse.Namespace) -> int:
     """``--routing``: replay every scorer's routing over the log and write the routing report."""
-    from introroute.config_edit import load_offline
     from introroute.errors import ConfigError
-    from introroute.replay import load_scored_log
-    from introroute.routing_eval import evaluate_routing, markdown, write_routing
+    from introroute.fitting.config_edit import load_offline
+    from introroute.routing_eval.replay import load_scored_log
+    from introroute.routing_eval.report import evaluate_routing, markdown, write_routing
 
     if args.predictions is None or args.router is None:
         raise ConfigError("eval --routing needs --predictions (from a previous eval) and --router (a YAML)")
@@ -165,7 +165,7 @@ def routing_main(args: argparse.Namespace) -> int:
     for reason, count in log.dropped.items():
         print(f"dropped {count} record(s): {reason}")
     if args.calibrated_scorer:
-        from introroute.calibration import ScoreCalibrator
+        from introroute.router.calibration import ScoreCalibrator
 
         stored = (config.gatekeeper.calibration if config.gatekeeper else None) or {}
         if not stored:
@@ -194,8 +194,8 @@ def main(args: argparse.Namespace) -> int:
 
     if not args.targets or not args.scorer:
         raise ConfigError("eval needs --targets and at least one --scorer (or --routing with --predictions)")
-    from introroute.evaluation import evaluate, markdown, task_path, write_outputs
-    from introroute.gatekeeper.records import load_logs, select, to_examples
+    from introroute.data.records import load_logs, select, to_examples
+    from introroute.evaluation.report import evaluate, markdown, task_path, write_outputs
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -45,11 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from introroute.evaluation import task_path
+    from introroute.data.records import load_logs, select, to_examples
+    from introroute.evaluation.report import task_path
     from introroute.gatekeeper import IntroConfig, IntroLM, load_base
     from introroute.gatekeeper.config import DEFAULT_TARGET_MODULES, PAPER_TARGET_MODULES
-    from introroute.gatekeeper.records import load_logs, select, to_examples
-    from introroute.gatekeeper.training import TrainConfig, fit, make_dataset
+    from introroute.training.gatekeeper import TrainConfig, fit, make_dataset
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -80,7 +80,7 @@ def _sample(items: list[BenchmarkItem], limit: int | None, seed: int) -> list[Be
 def _item_sets(args: argparse.Namespace, shuffle_seed: int | None) -> Iterator[list[BenchmarkItem]]:
     """One item list per dataset, from ``--log`` records (grouped by dataset) or the benchmarks."""
     if args.log:
-        from introroute.gatekeeper.records import load_log, select
+        from introroute.data.records import load_log, select
 
         # select() as train/eval use it, so `--limit N` labels exactly their `--limit N` subset
         records = load_log(args.log)

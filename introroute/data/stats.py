@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from introroute.data.schema import RoutingRecord
-from introroute.metrics import wilson_interval
+from introroute.evaluation.metrics import wilson_interval
 
 MIN_PER_CLASS = 20
 """Fewer successes (or failures) than this and a task's labels are too lopsided to learn from."""

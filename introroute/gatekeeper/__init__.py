@@ -1,4 +1,11 @@
-"""The IntroLM gatekeeper: load a base model, score prompts during prefill, train, save."""
+"""Online: the IntroLM gatekeeper, run on every routed request.
+
+Load a base model, score prompts during prefill, generate from that prefill, save and load
+adapters. Training it is offline (:mod:`introroute.training`).
+
+May import: torch, transformers, PEFT and the shared contracts at the package root
+(``errors``, ``messages``, ``scoring``); nothing offline.
+"""
 
 from introroute.gatekeeper.config import SELF_TARGET, IntroConfig
 from introroute.gatekeeper.loading import DEFAULT_BASE, load_base

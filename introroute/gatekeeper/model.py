@@ -288,11 +288,11 @@ class IntroLM(torch.nn.Module):
                 input_ids=ids,
                 attention_mask=mask,
                 position_ids=self._positions(mask),
-                past_key_values=DynamicCache() if use_cache else None,
+                cache=DynamicCache() if use_cache else None,
                 use_cache=use_cache,
                 logits_to_keep=logits_to_keep,
             )
-        cache = out.past_key_values if use_cache else None
+        cache = out.cache if use_cache else None
         if cache is not None:
             cache.crop(-k)  # keep the prompt positions only: exactly the base model's cache
         hidden = captured[0]
@@ -318,11 +318,11 @@ class IntroLM(torch.nn.Module):
                 input_ids=batch.input_ids,
                 attention_mask=batch.attention_mask,
                 position_ids=self._positions(batch.attention_mask),
-                past_key_values=DynamicCache(),
+                cache=DynamicCache(),
                 use_cache=True,
                 logits_to_keep=1,
             )
-        return out.past_key_values
+        return out.cache
 
     def intro_forward(self, batch: Batch, cache: DynamicCache) -> torch.Tensor:
         """Head logits ``[B, targets]`` from the introspective tokens run on top of a prompt cache.
@@ -336,7 +336,7 @@ class IntroLM(torch.nn.Module):
                 input_ids=intro,
                 attention_mask=mask,
                 position_ids=batch.lengths.unsqueeze(1) + torch.arange(k).unsqueeze(0),
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
                 logits_to_keep=1,
             )
@@ -409,7 +409,7 @@ class IntroLM(torch.nn.Module):
                 out = self.plain(
                     input_ids=torch.tensor([[token]]),
                     position_ids=torch.tensor([[position]]),
-                    past_key_values=prefill.cache,
+                    cache=prefill.cache,
                     use_cache=True,
                 )
             position += 1

@@ -1,4 +1,9 @@
-"""Routing policies: turn gatekeeper scores into a tier choice (see :mod:`introroute.policies.base`)."""
+"""Online: routing policies turn gatekeeper scores into a tier choice (:mod:`introroute.policies.base`).
+
+A policy is a pure function of the scores and the request context, which is why offline replay
+(:mod:`introroute.routing_eval`) reproduces its decisions exactly. May import only
+:mod:`introroute.errors`.
+"""
 
 from introroute.policies.base import Policy, PolicyChoice, RequestContext, TierInfo
 from introroute.policies.registry import available_policies, build_policy, policy_class

@@ -14,7 +14,7 @@ Schema (YAML)::
       max_context: 2048
       threads: 2
       timeout_ms: 500                 # over budget -> fail_safe tier
-      calibration:                    # optional; per gatekeeper target (introroute.calibration)
+      calibration:                    # optional; per gatekeeper target (introroute.router.calibration)
         gpt-4-1106-preview: {method: platt, a: 0.8, b: -0.3}
         self: {method: isotonic, x: [0.1, 0.5, 0.9], y: [0.05, 0.4, 0.8]}
     tiers:                            # ordered cheap -> expensive
@@ -58,9 +58,9 @@ from pydantic import (
     model_validator,
 )
 
-from introroute.calibration import CalibrationConfig
 from introroute.errors import ConfigError, PolicyError
 from introroute.policies import TierInfo, build_policy
+from introroute.router.calibration import CalibrationConfig
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = r"^[A-Za-z0-9_.-]+$"

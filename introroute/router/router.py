@@ -17,11 +17,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from introroute.calibration import ScoreCalibrator
 from introroute.errors import ConfigError, MessagesError, PolicyError, RoutingError
 from introroute.messages import normalize_messages
 from introroute.policies import Policy, PolicyChoice, RequestContext, build_policy
 from introroute.router import api, local_tier
+from introroute.router.calibration import ScoreCalibrator
 from introroute.router.config import RouterConfig, TierConfig, load_config
 from introroute.router.decision import Decision, attach
 from introroute.router.dispatch import Attempts

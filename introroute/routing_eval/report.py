@@ -15,8 +15,8 @@ with CIs of the chosen operating point's cost and quality (the knob fixed, the q
 resampled: selection noise is not in them). Outputs: ``routing.json``, ``routing.md`` and one
 ``deferral_<weak>__<strong>.png`` per tier pair.
 
-The metric definitions live in :mod:`introroute.routing_metrics`; the replay in
-:mod:`introroute.replay`. This module only assembles and writes them.
+The metric definitions live in :mod:`introroute.routing_eval.metrics`; the replay in
+:mod:`introroute.routing_eval.replay`. This module only assembles and writes them.
 """
 
 from __future__ import annotations
@@ -30,11 +30,10 @@ from typing import Any
 import numpy as np
 
 from introroute.errors import DataError, IntrorouteError
-from introroute.evaluation import json_safe, slug
-from introroute.metrics import bootstrap
+from introroute.evaluation.metrics import bootstrap
+from introroute.evaluation.report import json_safe, slug
 from introroute.policies import build_policy
-from introroute.replay import KNOBS, ScoredLog, replay, sweep
-from introroute.routing_metrics import (
+from introroute.routing_eval.metrics import (
     DEFAULT_DELTA,
     OperatingCurve,
     cheapest_at_quality,
@@ -43,6 +42,7 @@ from introroute.routing_metrics import (
     oracle_curve,
     random_curve,
 )
+from introroute.routing_eval.replay import KNOBS, ScoredLog, replay, sweep
 
 CURVE_POINTS = 101  # shares 0%, 1%, ..., 100% stored per curve in routing.json
 REFERENCES = ("random-routing", "oracle")
@@ -280,9 +280,9 @@ def markdown(result: Mapping[str, Any]) -> str:
         f"# Routing evaluation: {result['n_queries']} queries ({splits})",
         "",
         f"Replayed offline from logged outcomes; costs and latencies assume {result['output_tokens']} output "
-        "tokens unless the log has them (see introroute/replay.py). 95% bootstrap CIs over queries "
-        f"({result['bootstrap_resamples']} resamples; curve metrics re-run the threshold sweep per "
-        "resample).",
+        "tokens unless the log has them (see introroute/routing_eval/replay.py). 95% bootstrap CIs over "
+        f"queries ({result['bootstrap_resamples']} resamples; curve metrics re-run the threshold sweep "
+        "per resample).",
     ]
     if result["dropped"]:
         lines += ["", "Dropped records: " + ", ".join(f"{k}: {v}" for k, v in result["dropped"].items())]

@@ -5,8 +5,8 @@ Why replay: a routing log holds, per query, every target's graded outcome, and a
 file holds the gatekeeper's (or a baseline's) probabilities for the same queries. Policies are
 pure functions of (scores, request context), so running them over the joined log gives the
 quality, cost and latency of any policy and parameter exactly, offline, in milliseconds; that
-is what the routing metrics (:mod:`introroute.routing_metrics`) and the threshold fit
-(:mod:`introroute.threshold_fit`) are computed from.
+is what the routing metrics (:mod:`introroute.routing_eval.metrics`) and the threshold fit
+(:mod:`introroute.fitting.threshold`) are computed from.
 
 Where the numbers come from, per query and tier (the columns of a :class:`ScoredLog` are the
 router's tiers, cheap -> expensive):
@@ -32,13 +32,13 @@ from typing import Any
 import numpy as np
 
 from introroute.data.rawfiles import jsonl_rows
+from introroute.data.records import load_logs, outcome_label
 from introroute.data.schema import RoutingRecord
 from introroute.errors import DataError, PolicyError
-from introroute.gatekeeper.records import load_logs, outcome_label
 from introroute.policies import Policy, RequestContext, TierInfo, build_policy
 from introroute.policies.cost_aware import CostAwarePolicy
 from introroute.policies.threshold import ThresholdPolicy
-from introroute.routing_metrics import OperatingCurve
+from introroute.routing_eval.metrics import OperatingCurve
 
 DEFAULT_OUTPUT_TOKENS = 400  # the IntroLM paper's assumed answer length for its latency model
 #: The one parameter each built-in policy family is tuned by.
@@ -134,7 +134,7 @@ class ScoredLog:
 
         The router applies ``gatekeeper.calibration`` before its policy decides, so a replay of a
         calibrated router must see the same mapped scores (``calibrators``: target -> object with
-        ``predict``, e.g. :class:`introroute.calibration.ScoreCalibrator`).
+        ``predict``, e.g. :class:`introroute.router.calibration.ScoreCalibrator`).
         """
         matrix = self.scorer(name).copy()
         for column, tier in enumerate(self.tiers):

@@ -1,7 +1,7 @@
 """Compare scorers (the gatekeeper, baselines) on the same records and targets: numbers and plots.
 
 For every target and scorer: ROC-AUC, PR-AUC, Brier score and ECE (15 bins) pooled and per
-dataset, each with a bootstrap 95% CI (:mod:`introroute.metrics`); within-task ROC-AUC; and
+dataset, each with a bootstrap 95% CI (:mod:`introroute.evaluation.metrics`); within-task ROC-AUC; and
 ROC-AUC on the unseen MMLU subjects (split ``test_unseen``).
 
 Why within-task AUC is the headline: pooled AUC partly rewards recognising the task (datasets
@@ -10,7 +10,7 @@ Within-task AUC is the mean of per-task AUCs (task = MMLU subject, else dataset)
 the task's size so that a 30-question subject moves it less than a 300-question one; its CI
 resamples inside each task. Outputs: ``report.json``, ``report.md``, ``predictions.jsonl`` and,
 per target, ``roc_<target>.png`` and ``reliability_<target>.png``. The within-task CI
-reuses the stratified bootstrap of :mod:`introroute.metrics` (``bootstrap``).
+reuses the stratified bootstrap of :mod:`introroute.evaluation.metrics` (``bootstrap``).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from introroute.data.records import to_examples
 from introroute.data.schema import RoutingRecord
 from introroute.errors import DataError
-from introroute.gatekeeper.records import to_examples
-from introroute.metrics import ECE_BINS, bootstrap, bootstrap_ci, ece, report, roc_auc
+from introroute.evaluation.metrics import ECE_BINS, bootstrap, bootstrap_ci, ece, report, roc_auc
 
 UNSEEN_SPLIT = "test_unseen"
 METRIC_NAMES = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "brier": "Brier", "ece": "ECE"}
@@ -42,7 +42,7 @@ def task_path(record: RoutingRecord) -> tuple[str, ...]:
 def task_aucs(y: np.ndarray, p: np.ndarray, tasks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """ROC-AUC (nan with one class) and size of every task code ``0..max(tasks)``, in one sort.
 
-    The Mann-Whitney statistic, as :func:`introroute.metrics.roc_auc` computes it (ties get the
+    The Mann-Whitney statistic, as :func:`introroute.evaluation.metrics.roc_auc` computes it (ties get the
     average rank), vectorised over tasks: the within-task bootstrap needs it thousands of times
     for dozens of subjects, where a rank per subject would take minutes.
     """

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from introroute.baselines.base import Baseline, Examples, GroupPath
 from introroute.errors import AdapterError, DataError
 from introroute.scoring import Messages
+from introroute.training.baselines.base import Baseline, Examples, GroupPath
 
 RATES_FILE = "rates.json"
 

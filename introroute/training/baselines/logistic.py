@@ -20,11 +20,11 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 from sklearn.linear_model import LogisticRegression
 
-from introroute.baselines.base import Baseline, Examples, GroupPath
-from introroute.baselines.features import FeatureCache, default_cache_path
 from introroute.errors import AdapterError, DataError
-from introroute.metrics import roc_auc
+from introroute.evaluation.metrics import roc_auc
 from introroute.scoring import Messages
+from introroute.training.baselines.base import Baseline, Examples, GroupPath
+from introroute.training.baselines.features import FeatureCache, default_cache_path
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)
 DEFAULT_C = 1.0

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 
+from introroute.evaluation.metrics import roc_auc, within_group_auc
 from introroute.gatekeeper.model import Batch, IntroLM
 from introroute.gatekeeper.prompting import PromptIds
-from introroute.metrics import roc_auc, within_group_auc
 from introroute.scoring import Messages
 
 

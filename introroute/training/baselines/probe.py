@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from introroute.baselines.base import length_batches
-from introroute.baselines.logistic import FrozenFeatureBaseline
 from introroute.gatekeeper import DEFAULT_BASE, IntroConfig, IntroLM, load_base
-from introroute.gatekeeper.training import prefix_first, shared_prefix_forward
 from introroute.scoring import Messages
+from introroute.training.baselines.base import length_batches
+from introroute.training.baselines.logistic import FrozenFeatureBaseline
+from introroute.training.gatekeeper import prefix_first, shared_prefix_forward
 
 
 class HiddenStateProbe(FrozenFeatureBaseline):

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from introroute.errors import AdapterError, DataError
-from introroute.metrics import roc_auc
+from introroute.evaluation.metrics import roc_auc
 from introroute.scoring import Messages
 
 META_FILE = "baseline.json"

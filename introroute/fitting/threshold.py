@@ -5,8 +5,8 @@ Why fit on logs instead of guessing: tau = 0.5 means nothing unless the scores a
 the traffic is like the training data; what an operator wants to state is an outcome (at least
 95% answered correctly, at most 20% of calls to the expensive model, at most $0.002 per query,
 or 80% of the quality gap recovered). Replaying the policy over a scored log
-(:mod:`introroute.replay`) gives every outcome of every knob value exactly, so the fit is an
-exhaustive search over the distinct routings (:func:`introroute.replay.knob_grid`):
+(:mod:`introroute.routing_eval.replay`) gives every outcome of every knob value exactly, so the fit is an
+exhaustive search over the distinct routings (:func:`introroute.routing_eval.replay.knob_grid`):
 
 * ``reliability`` R / ``pgr`` P (a floor): among the knob values meeting it, the cheapest
   (lowest cost per query; lowest expensive share when prices are unknown), then the best quality;
@@ -29,10 +29,10 @@ from typing import Any, Literal
 import numpy as np
 
 from introroute.errors import DataError, PolicyError
-from introroute.metrics import bootstrap
+from introroute.evaluation.metrics import bootstrap
 from introroute.policies import build_policy
-from introroute.replay import KNOBS, ScoredLog, knob_grid, replay, sweep
-from introroute.routing_metrics import pgr
+from introroute.routing_eval.metrics import pgr
+from introroute.routing_eval.replay import KNOBS, ScoredLog, knob_grid, replay, sweep
 
 TargetKind = Literal["reliability", "max_expensive_share", "max_cost_per_query", "pgr"]
 #: target kind -> (the metric it constrains, +1 for a floor / -1 for a ceiling)

@@ -1,0 +1,135 @@
+"""The package layout is the architecture: the request path never imports the offline tools.
+
+Online (runs on every routed request): ``router`` -> ``gatekeeper`` -> ``policies``, over the shared
+contracts at the package root. Offline (builds and measures what the router uses): ``data``,
+``training``, ``evaluation``, ``routing_eval``, ``fitting``. Each package's docstring says what it
+may import; :data:`MAY_IMPORT` is that rule, checked on every import statement, lazy ones included.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import introroute
+
+PACKAGE = Path(introroute.__file__).parent
+ROOT_INIT = "introroute.__init__"  # the public API: re-exports of the online path only
+CONTRACTS = {"introroute.errors", "introroute.messages", "introroute.scoring"}
+ONLINE = {ROOT_INIT, *CONTRACTS, "introroute.router", "introroute.gatekeeper", "introroute.policies"}
+OFFLINE = [
+    "introroute.data",
+    "introroute.training",
+    "introroute.evaluation",
+    "introroute.routing_eval",
+    "introroute.fitting",
+]
+
+# package -> what its modules may import of introroute besides themselves (a module or package
+# allows everything below it). ``introroute.cli`` is the entry point to both paths: unrestricted.
+MAY_IMPORT: dict[str, set[str]] = {
+    ROOT_INIT: ONLINE,
+    "introroute.errors": set(),
+    "introroute.messages": {"introroute.errors"},
+    "introroute.scoring": set(),
+    "introroute.policies": {"introroute.errors"},
+    "introroute.gatekeeper": CONTRACTS,
+    "introroute.router": CONTRACTS | {"introroute.policies", "introroute.gatekeeper"},
+    "introroute.data": ONLINE | {"introroute.evaluation.metrics"},
+    "introroute.training": ONLINE | {"introroute.data", "introroute.evaluation.metrics"},
+    "introroute.evaluation": ONLINE | {"introroute.data"},
+    "introroute.routing_eval": ONLINE | {"introroute.data", "introroute.evaluation"},
+    "introroute.fitting": ONLINE | {"introroute.data", "introroute.evaluation", "introroute.routing_eval"},
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    return ROOT_INIT if name == "introroute" else name
+
+
+def _within(module: str, prefix: str) -> bool:
+    return module == prefix or module.startswith(prefix + ".")
+
+
+def _imports(path: Path) -> set[str]:
+    """Every introroute module ``path`` imports, at module level or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:  # the package has no relative imports
+            found.add(ROOT_INIT if node.module == "introroute" else node.module)
+    return {m for m in found if _within(m, "introroute")}
+
+
+def _package(module: str) -> str | None:
+    owners = [p for p in MAY_IMPORT if _within(module, p)]
+    return max(owners, key=len) if owners else None
+
+
+def test_every_package_imports_only_what_its_docstring_allows():
+    violations, unplaced = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        if _within(module, "introroute.cli"):
+            continue
+        package = _package(module)
+        if package is None:
+            unplaced.append(module)
+            continue
+        allowed = {package, *MAY_IMPORT[package]}
+        violations += [
+            f"{module} imports {m}" for m in sorted(_imports(path)) if not any(_within(m, a) for a in allowed)
+        ]
+    assert not unplaced, f"modules outside the layout (add their package to MAY_IMPORT): {unplaced}"
+    assert not violations, "\n".join(violations)
+
+
+# A routed request end to end (scores -> calibration -> policy -> LiteLLM), in a fresh process.
+PROBE = textwrap.dedent(
+    """
+    import json, sys
+    import introroute, introroute.gatekeeper
+    from introroute.router import Router
+
+    class Scores:
+        targets = ["small", "large"]
+        def scores(self, messages):
+            return {"small": 0.4, "large": 0.9}
+
+    tiers = [
+        {"name": n, "target": n, "litellm_params": {"model": "openai/gpt-4o", "mock_response": n}}
+        for n in ("small", "large")
+    ]
+    config = {
+        "name": "probe",
+        "gatekeeper": {"calibration": {"small": {"method": "platt", "a": 1.0, "b": 1.0}}},
+        "tiers": tiers,
+        "policy": {"type": "threshold", "params": {"tau": 0.5}},
+    }
+    router = Router.from_dict(config, gatekeeper=Scores())
+    decision = introroute.decision(router.completion(messages=[{"role": "user", "content": "hi"}]))
+    calibrated = decision.raw_scores is not None
+    print(json.dumps({"tier": decision.tier, "calibrated": calibrated, "modules": sorted(sys.modules)}))
+    """
+)
+
+
+def test_request_path_loads_no_offline_code():
+    """Importing the router and the gatekeeper and routing a request loads no offline module,
+    no scikit-learn and no matplotlib: a routing process pays for none of them."""
+    result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True)
+    probe = json.loads(result.stdout.splitlines()[-1])
+    assert probe["tier"] == "small" and probe["calibrated"]  # sigmoid(logit(0.4) + 1) = 0.64 >= tau
+    loaded = [
+        m
+        for m in probe["modules"]
+        if any(_within(m, p) for p in [*OFFLINE, "introroute.cli", "sklearn", "matplotlib"])
+    ]
+    assert not loaded
