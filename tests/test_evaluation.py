@@ -93,6 +93,9 @@ def test_report_matches_metrics_on_a_hand_case():
     assert first["datasets"]["mmlu"]["within_task_auc"]["value"] == pytest.approx(mmlu_expected)
     assert first["unseen"]["n"] == 3
     assert first["unseen"]["roc_auc"]["value"] == pytest.approx(aucs["virology"])
+    seen_expected = (4 * aucs["law"] + 3 * aucs["art"] + 3 * aucs["gsm8k"]) / 10  # virology held out
+    assert first["seen"]["within_task_auc"]["value"] == pytest.approx(seen_expected)
+    assert first["pooled"]["pr_auc_failure"]["value"] == pytest.approx(pr_auc(1 - y, 1 - p))
 
 
 def test_missing_outcomes_are_left_out_per_target():

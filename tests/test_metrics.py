@@ -103,7 +103,16 @@ def test_report_structure() -> None:
     assert set(out) == {"pooled", "groups", "within_group_auc"}
     assert set(out["groups"]) == {"a", "b"}
     for slice_ in (out["pooled"], out["groups"]["a"]):
-        assert set(slice_) == {"n", "positives", "base_rate", "roc_auc", "pr_auc", "brier", "ece"}
+        assert set(slice_) == {
+            "n",
+            "positives",
+            "base_rate",
+            "roc_auc",
+            "pr_auc",
+            "pr_auc_failure",
+            "brier",
+            "ece",
+        }
         assert slice_["roc_auc"]["lo"] <= slice_["roc_auc"]["value"] <= slice_["roc_auc"]["hi"]
     assert math.isnan(out["groups"]["b"]["roc_auc"]["value"])
     assert out["within_group_auc"]["value"] == pytest.approx(out["groups"]["a"]["roc_auc"]["value"])

@@ -93,7 +93,19 @@ def ece(y: Array, p: Array, n_bins: int = ECE_BINS) -> float:
     return _ece(*_arrays(y, p), n_bins)
 
 
-METRICS: dict[str, Metric] = {"roc_auc": _roc_auc, "pr_auc": _pr_auc, "brier": _brier, "ece": _ece}
+def _pr_auc_failure(y: np.ndarray, p: np.ndarray) -> float:
+    """PR-AUC of the failure class (1 - p ranks failures): the paper's measure of catching the
+    queries the model will get wrong, which matters most when failures are the minority."""
+    return _pr_auc(1 - y, 1 - p)
+
+
+METRICS: dict[str, Metric] = {
+    "roc_auc": _roc_auc,
+    "pr_auc": _pr_auc,
+    "pr_auc_failure": _pr_auc_failure,
+    "brier": _brier,
+    "ece": _ece,
+}
 
 
 def bootstrap(

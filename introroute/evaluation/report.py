@@ -107,6 +107,11 @@ def evaluate_target(
         rows = datasets == name
         within = _within_task(y[rows], p[rows], tasks[rows], n_boot, seed)
         result["datasets"][name] = metrics | {"within_task_auc": within}
+    if unseen.any() and (~unseen).any():  # tasks seen in training, apart from the held-out ones
+        result["seen"] = {
+            "n": int((~unseen).sum()),
+            "within_task_auc": _within_task(y[~unseen], p[~unseen], tasks[~unseen], n_boot, seed),
+        }
     if unseen.any():
         y_u, p_u = y[unseen], p[unseen]
         result["unseen"] = {
@@ -176,18 +181,25 @@ def _cell(interval: Mapping[str, float] | None) -> str:
     return f"{interval['value']:.3f} [{interval['lo']:.3f}, {interval['hi']:.3f}]"
 
 
-def _slice_row(label: str, data: Mapping[str, Any], unseen: Mapping[str, Any] | None) -> str:
+def _slice_row(
+    label: str,
+    data: Mapping[str, Any],
+    unseen: Mapping[str, Any] | None,
+    seen: Mapping[str, Any] | None = None,
+) -> str:
     cells = [label, str(data["n"]), f"{data['base_rate']:.3f}", _cell(data["roc_auc"])]
-    cells += [_cell(data["within_task_auc"]), _cell(unseen["roc_auc"] if unseen else None)]
-    cells += [_cell(data[m]) for m in ("pr_auc", "brier", "ece")]
+    cells += [_cell(data["within_task_auc"]), _cell(seen["within_task_auc"] if seen else None)]
+    cells += [_cell(unseen[k] if unseen else None) for k in ("roc_auc", "within_task_auc")]
+    cells += [_cell(data.get(m)) for m in ("pr_auc", "pr_auc_failure", "brier", "ece")]
     return "| " + " | ".join(cells) + " |"
 
 
 def markdown(result: Mapping[str, Any]) -> str:
     """Tables per target: pooled (one row per scorer), then per dataset when there are several."""
     header = (
-        "| scorer | n | base rate | ROC-AUC | within-task AUC | unseen-subject AUC | PR-AUC | Brier | ECE |\n"
-        "|---|---|---|---|---|---|---|---|---|"
+        "| scorer | n | base rate | ROC-AUC | within-task AUC | seen-task within AUC | unseen-task AUC | "
+        "unseen-task within AUC | PR-AUC | PR-AUC (failure) | Brier | ECE |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     splits = ", ".join(f"{s} {n}" for s, n in result["splits"].items())
     lines = [
@@ -195,11 +207,13 @@ def markdown(result: Mapping[str, Any]) -> str:
         "",
         f"Values with bootstrap 95% CIs ({result['bootstrap_resamples']} resamples); ECE over "
         f"{result['ece_bins']} bins. Within-task AUC: per-subject (MMLU) / per-dataset ROC-AUC, "
-        "mean weighted by size. Unseen-subject AUC: pooled ROC-AUC on split test_unseen.",
+        "mean weighted by size; seen-task: the same over tasks that training saw. Unseen-task AUC: "
+        "ROC-AUC on split test_unseen (pooled, and within task). PR-AUC (failure): the failure "
+        "class ranked by 1 - p, the paper's measure.",
     ]
     for target, scorers in result["results"].items():
         lines += ["", f"## {target}", "", header]
-        lines += [_slice_row(name, r["pooled"], r["unseen"]) for name, r in scorers.items()]
+        lines += [_slice_row(name, r["pooled"], r["unseen"], r.get("seen")) for name, r in scorers.items()]
         datasets = sorted({d for r in scorers.values() for d in r["datasets"]})
         if len(datasets) > 1:
             lines += [

@@ -34,7 +34,13 @@ import numpy as np
 from introroute.errors import DataError
 from introroute.evaluation.metrics import bootstrap
 from introroute.evaluation.report import json_safe
-from introroute.routing_eval.metrics import OperatingCurve, deferral_curve, oracle_curve, random_curve
+from introroute.routing_eval.metrics import (
+    OperatingCurve,
+    deferral_curve,
+    first_crossing,
+    oracle_curve,
+    random_curve,
+)
 from introroute.routing_eval.replay import read_predictions
 
 REFERENCES = ("random", "oracle")
@@ -81,12 +87,13 @@ def curve(
 
 
 def kept_at(reliability_curve: OperatingCurve, reliability: float) -> tuple[float, float]:
-    """``(share kept local, mean latency)`` of the point keeping most queries local at that
-    reliability or better (the all-escalated point always qualifies)."""
-    ok = reliability_curve.quality >= reliability - 1e-12
-    kept = np.where(ok, 1 - reliability_curve.share, -1.0)
-    best = int(np.argmax(kept))
-    return float(kept[best]), float(reliability_curve.latency[best])
+    """``(share kept local, mean latency)`` at the smallest escalated share that reaches the
+    reliability. With the large model counted right, escalating never lowers reliability, so
+    the first crossing is the answer; inside a segment (a tie block, or mixing two operating
+    points) share and latency are interpolated, as for CPT."""
+    share = first_crossing(reliability_curve.share, reliability_curve.quality, reliability)
+    seconds = float(np.interp(share, reliability_curve.share, reliability_curve.latency))
+    return 1 - share, seconds
 
 
 def evaluate(
