@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(VENV)/bin/introroute score "$(QUESTION)" --answer
+	HF_HUB_OFFLINE=1 $(VENV)/bin/introroute score "$(QUESTION)" --answer --explain policies/threshold.yaml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check introroute tests benchmarks examples

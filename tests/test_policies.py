@@ -183,3 +183,17 @@ def test_registry_builtins_module_paths_and_entry_points(monkeypatch):
 def test_registry_errors_say_what_is_wrong(type_name, params, message):
     with pytest.raises(PolicyError, match=message):
         build_policy(type_name, params)
+
+
+def test_score_explain_says_where_the_threshold_preset_routes() -> None:
+    """``make demo`` (introroute score --explain) reads only the tiers and the policy: no API key."""
+    from pathlib import Path
+
+    from introroute.cli.score import _would_route
+
+    preset = Path(__file__).resolve().parents[1] / "policies" / "threshold.yaml"
+    tau = __import__("yaml").safe_load(preset.read_text())["policy"]["params"]["tau"]
+    high = _would_route(preset, {"self": min(1.0, tau + 0.01), "gpt-4-1106-preview": 0.5}, 10)
+    low = _would_route(preset, {"self": max(0.0, tau - 0.01), "gpt-4-1106-preview": 0.5}, 10)
+    assert (high["tier"], high["local"]) == ("local", True)
+    assert (low["tier"], low["local"]) == ("large", False)

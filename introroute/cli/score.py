@@ -24,6 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument(
+        "--explain",
+        type=Path,
+        metavar="ROUTER_YAML",
+        help="also say what the scores mean and which tier this router's policy would pick",
+    )
 
 
 def read_messages(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -66,12 +72,53 @@ def main(args: argparse.Namespace) -> int:
         report["finish_reason"] = answer.finish_reason
         report["completion_tokens"] = answer.completion_tokens
         report["timings_s"]["generate"] = time.perf_counter() - generated
+    if args.explain:
+        report["routing"] = _would_route(args.explain, report["scores"], prefill.prompt_tokens)
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         print()
     else:
         _print_report(report)
     return 0
+
+
+def _would_route(path: Path, scores: dict[str, float], prompt_tokens: int) -> dict[str, Any]:
+    """The tier the router YAML's policy would pick for these scores, without calling any model.
+
+    Only the tiers and the policy are read (no ``${ENV}`` substitution, no provider checks), so
+    the explanation needs no API key.
+    """
+    import yaml
+
+    from introroute.policies import RequestContext, TierInfo, build_policy
+
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    tiers = tuple(
+        TierInfo(name=t["name"], target=t["target"], local="litellm_params" not in t) for t in config["tiers"]
+    )
+    policy = config["policy"]
+    choice = build_policy(policy["type"], dict(policy.get("params") or {})).decide(
+        scores, RequestContext(tiers=tiers, prompt_tokens=prompt_tokens)
+    )
+    chosen = next(t for t in tiers if t.name == choice.tier)
+    return {
+        "router": str(path),
+        "policy": policy["type"],
+        "params": dict(policy.get("params") or {}),
+        "tier": chosen.name,
+        "local": chosen.local,
+    }
+
+
+EXPLANATION = """\
+What the numbers mean:
+  self  = P(SmolLM2-135M itself answers this well), read from its own prefill by the [INTRO]
+          head. It was trained on SmolLM2's graded answers to ~10,000 factual questions
+          (EntityQuestions): it knows famous facts and not the long tail, and the head learned
+          to tell which is which (README, Results: within-relation ROC-AUC on held-out entities).
+          It is a ranking more than a calibrated probability: routers use a fitted threshold.
+  other = P(that remote model answers well), learned from RouteLLM's MMLU log. These heads are
+          weak (within-subject ROC-AUC ~0.55-0.60): treat them as a rough prior."""
 
 
 def _print_report(report: dict[str, Any]) -> None:
@@ -87,3 +134,12 @@ def _print_report(report: dict[str, Any]) -> None:
         print(f"answer: {report['answer']}")
         print(f"finish: {report['finish_reason']}, {report['completion_tokens']} tokens")
     print("timings: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in report["timings_s"].items()))
+    if "routing" in report:
+        routing = report["routing"]
+        params = ", ".join(f"{k}={v}" for k, v in routing["params"].items())
+        where = "answered locally from this prefill" if routing["local"] else "sent to a remote model"
+        print(EXPLANATION)
+        print(
+            f"Routing: with {routing['router']} ({routing['policy']}, {params}) this question would go "
+            f"to tier {routing['tier']!r}: {where}."
+        )
