@@ -195,4 +195,23 @@ def build_synthetic_data(root: Path) -> Path:
     }
     _write_jsonl(root / "routellm_evals" / "gsm8k" / "contaminated_prompts.jsonl", [contaminated])
     _write_csv(root / "routerbench" / "arc_challenge_train.csv", ROUTERBENCH_HEADER, ROUTERBENCH_ROWS)
+    write_entityquestions(root)
+    return root
+
+
+EQ_TEMPLATES = {"P36": "What is the capital of [X]?", "P276": "Where is [X] located?"}
+EQ_ROWS = {"P36": [("France", ["Paris"]), ("Japan", ["Tokyo"])], "P276": [("Louvre", ["Paris"])]}
+
+
+def write_entityquestions(root: Path) -> Path:
+    """A miniature EntityQuestions folder (two relations, the same rows in train and dev)."""
+    folder = root / "entityquestions"
+    (folder / "relation_query_templates.json").parent.mkdir(parents=True, exist_ok=True)
+    (folder / "relation_query_templates.json").write_text(json.dumps(EQ_TEMPLATES), encoding="utf-8")
+    for relation, rows in EQ_ROWS.items():
+        for split in ("train", "dev"):
+            data = [{"question": EQ_TEMPLATES[relation].replace("[X]", e), "answers": a} for e, a in rows]
+            path = folder / split / f"{relation}.{split}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(data), encoding="utf-8")
     return root

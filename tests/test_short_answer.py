@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
+from data_support import write_entityquestions
 
 from introroute.data.benchmarks import load_entityquestions
 from introroute.data.graders import grade
@@ -57,24 +57,8 @@ def test_grade_short_kind_uses_every_alias() -> None:
     assert not grade("short", "French", "English", ("English",)).correct
 
 
-def _write_eq(root: Path) -> Path:
-    folder = root / "entityquestions"
-    (folder / "train").mkdir(parents=True)
-    (folder / "dev").mkdir()
-    templates = {"P36": "What is the capital of [X]?", "P276": "Where is [X] located?"}
-    (folder / "relation_query_templates.json").write_text(json.dumps(templates))
-    for relation, rows in {
-        "P36": [("France", ["Paris"]), ("Japan", ["Tokyo"])],
-        "P276": [("Louvre", ["Paris"])],
-    }.items():
-        for split in ("train", "dev"):
-            data = [{"question": templates[relation].replace("[X]", e), "answers": a} for e, a in rows]
-            (folder / split / f"{relation}.{split}.json").write_text(json.dumps(data))
-    return root
-
-
 def test_entityquestions_items_split_by_entity_and_hold_out_relations(tmp_path: Path) -> None:
-    items = load_entityquestions(_write_eq(tmp_path), unseen=frozenset({"P276"}))
+    items = load_entityquestions(write_entityquestions(tmp_path), unseen=frozenset({"P276"}))
     assert len(items) == 6
     france = [i for i in items if i.meta["entity"] == "France"]
     assert len({i.split for i in france}) == 1  # one entity, one split (train and dev copies)

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Reproduces README "Results: factual QA" (issue 9) and the shipped default adapter, on SmolLM2's own
+# EntityQuestions outcomes (`self_smollm2_entityquestions`, made by scripts/eq_labels.sh):
+# IntroLM vs the external classifier, the hidden-state probe and the priors on the same splits (train
+# by entity on 4 relations; test: held-out entities of those relations + 3 relations never seen).
+# The shipped adapter is trained multi-target: `self` on the factual questions, the Mixtral/GPT-4 heads
+# on RouteLLM's MMLU log (the same seeded 1,500 train / 300 validation records as before), masked BCE.
+# Two lanes of one torch thread run side by side on a 2-core machine; logs in $RUNS/*.log.
+#   bash scripts/eq_results.sh          (~1.5 h on 2 cores)
+#   SHIP=1 bash scripts/eq_results.sh   (also copies the trained adapter into the package)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-.venv/bin}
+RUNS=${RUNS:-runs/eq}
+EQ=self_smollm2_entityquestions
+M=mistralai/Mixtral-8x7B-Instruct-v0.1
+G=gpt-4-1106-preview
+export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1
+mkdir -p "$RUNS"
+
+# The training log: every EntityQuestions record + MMLU's seeded train/validation subsets.
+"$BIN/python" - "$RUNS/train_mix.jsonl" <<'PY'
+import sys
+from introroute.data.records import load_log, select
+mmlu = load_log("routellm_mmlu")
+mix = load_log("self_smollm2_entityquestions") + select(mmlu, ["train"], 1500, 0) + select(mmlu, ["validation"], 300, 0)
+with open(sys.argv[1], "w") as f:
+    f.writelines(r.to_json() + "\n" for r in mix)
+PY
+
+introlm() {  # the paper's recipe: LoRA r=32/alpha=64 on q,o,gate,up,down (k/v frozen), cosine, clipping
+  "$BIN/introroute" train --log "$RUNS/train_mix.jsonl" --targets self "$M" "$G" --out "$RUNS/introlm" \
+    --epochs 5 --batch-size 16 --lr 3e-4 --paper-placement --lora-r 32 --lora-alpha 64 --schedule cosine \
+    --warmup 0.05 --max-grad-norm 1.0 --label-smoothing 0.02 --prompt-cache memory --threads 1
+}
+baselines() {
+  for kind in prior minilm_lr minilm_ft probe; do
+    "$BIN/introroute" baseline fit --kind "$kind" --log "$EQ" --targets self --out "$RUNS/$kind" --threads 1
+  done
+}
+step() { local name=$1; shift; { time "$@"; } >"$RUNS/$name.log" 2>&1; }
+step introlm introlm &
+step baselines baselines &
+wait
+
+"$BIN/introroute" eval --log "$EQ" --targets self --splits test test_unseen --threads 2 --out results/eq \
+  --scorer introlm="$RUNS/introlm" --scorer minilm_ft="$RUNS/minilm_ft" --scorer minilm_lr="$RUNS/minilm_lr" \
+  --scorer probe="$RUNS/probe" --scorer prior="$RUNS/prior" --scorer random
+# Routing in the paper's setting (SmolLM2 local vs a large remote model; reliability = 1 - kept local and wrong)
+for split in test test_unseen; do
+  "$BIN/python" -m introroute.routing_eval.deferral --predictions results/eq/predictions.jsonl --splits "$split" \
+    --reliability 0.95 --versus minilm_ft --out "results/eq/deferral_$split"
+done
+
+if [[ "${SHIP:-0}" == 1 ]]; then
+  rm -rf introroute/adapters/smollm2-135m-instruct
+  cp -r "$RUNS/introlm" introroute/adapters/smollm2-135m-instruct
+fi
