@@ -28,7 +28,8 @@ def test_the_shipped_adapter_is_the_default(smollm2):
     """Trained heads for every documented target, small enough to ship, loading onto the packaged base."""
     directory = default_adapter_dir()
     assert directory is not None
-    assert sum(f.stat().st_size for f in directory.iterdir()) <= 25e6
+    # r=32 on q/o/gate/up/down (the paper's placement) in fp32: ~33 MB; a wheel stays far under PyPI's 100 MB
+    assert sum(f.stat().st_size for f in directory.iterdir()) <= 40e6
     assert smollm2.trained and smollm2.targets == SHIPPED_TARGETS
     scores = smollm2.scores(QUESTION)
     assert list(scores) == SHIPPED_TARGETS and all(0.0 < p < 1.0 for p in scores.values())
