@@ -58,18 +58,24 @@ def _conversations(n: int, seed: int) -> tuple[list, np.ndarray]:
     return conversations, np.array(labels, dtype=np.float32)
 
 
-@pytest.mark.parametrize(
-    ("num_intro_tokens", "system"), [(1, None), (2, None), (1, "what is the capital of france a b c")]
-)
-def test_fast_path_equals_naive_loss_and_gradients(tiny_base_dir, num_intro_tokens, system):
-    """With a shared system prompt the fast path prefills the shared head once (prefix_first)."""
+def _adapted(base_dir, num_intro_tokens: int = 1) -> IntroLM:
+    """A tiny gatekeeper whose LoRA is not the identity (lora_B is zero at init)."""
     gk = IntroLM.build(
-        load_base(tiny_base_dir), IntroConfig(targets=["self", "remote"], num_intro_tokens=num_intro_tokens)
+        load_base(base_dir), IntroConfig(targets=["self", "remote"], num_intro_tokens=num_intro_tokens)
     )
     with torch.no_grad():
         for name, param in gk.peft_model.named_parameters():
             if "lora_B" in name:
                 param.normal_(std=0.3)
+    return gk
+
+
+@pytest.mark.parametrize(
+    ("num_intro_tokens", "system"), [(1, None), (2, None), (1, "what is the capital of france a b c")]
+)
+def test_fast_path_equals_naive_loss_and_gradients(tiny_base_dir, num_intro_tokens, system):
+    """With a shared system prompt the fast path prefills the shared head once (prefix_first)."""
+    gk = _adapted(tiny_base_dir, num_intro_tokens)
     gk.train()
     conversations, labels = _conversations(6, seed=0)
     if system:
@@ -183,11 +189,7 @@ def test_predict_fast_path_equals_serving_scores(tiny_base_dir):
     """Offline evaluation scores by the fast path; serving runs the full adapter forward."""
     from introroute.cli.eval import introlm_scores
 
-    gk = IntroLM.build(load_base(tiny_base_dir), IntroConfig(targets=["self", "remote"]))
-    with torch.no_grad():
-        for name, param in gk.peft_model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(std=0.3)
+    gk = _adapted(tiny_base_dir)
     gk.eval()
     conversations, _ = _conversations(7, seed=3)
     conversations = [[{"role": "system", "content": "what is the capital"}, *c] for c in conversations]
