@@ -54,3 +54,19 @@ class DataError(IntrorouteError, ValueError):
 
 class UnknownTargetError(GatekeeperError, ValueError):
     """A score was asked for a target the gatekeeper has no head output for."""
+
+
+class ProviderError(IntrorouteError):
+    """A provider's error as introroute passes it on: its type, status and message, secrets masked.
+
+    Why a copy and not the original: a provider error and its own chain (the SDK's error, the
+    HTTP response) can echo credentials ("Incorrect API key provided: Bearer sk-..."), and
+    ``traceback.format_exception`` prints every link. :class:`RoutingError` therefore chains this
+    redacted copy, which has no traceback (no frame locals) and no chain of its own.
+    """
+
+    def __init__(self, message: str, *, tier: str, error_type: str, status_code: int | None) -> None:
+        super().__init__(message)
+        self.tier = tier
+        self.error_type = error_type
+        self.status_code = status_code

@@ -57,8 +57,12 @@ def _tool_calls_text(calls: Any, i: int) -> str:
         raise MessagesError(f"messages[{i}].tool_calls must be a list")
     try:
         return json.dumps([dict(c) for c in calls], ensure_ascii=False, sort_keys=True, default=str)
-    except (TypeError, ValueError) as exc:
-        raise MessagesError(f"messages[{i}].tool_calls are not JSON-like objects: {exc}") from exc
+    except RecursionError:  # a RecursionError must not escape: it is not a typed error
+        raise MessagesError(f"messages[{i}].tool_calls are nested too deeply to render") from None
+    except Exception as exc:  # TypeError, ValueError, or whatever a str() of an odd object raises
+        raise MessagesError(
+            f"messages[{i}].tool_calls are not JSON-like objects: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def normalize_messages(messages: Any) -> NormalizedMessages:
@@ -77,7 +81,7 @@ def normalize_messages(messages: Any) -> NormalizedMessages:
         if not isinstance(msg, Mapping):
             raise MessagesError(f"messages[{i}] must be an object with 'role' and 'content'")
         role = msg.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise MessagesError(f"messages[{i}].role is {role!r}; expected one of {sorted(ROLES)}")
         content = msg.get("content")
         if content is None:

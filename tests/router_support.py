@@ -33,9 +33,14 @@ class FakePrefill:
 
 @dataclass
 class FakeGatekeeper:
-    """Deterministic ``Scorer`` + ``LocalModel``; ``fail`` raises, ``delay_s`` sleeps while scoring."""
+    """Deterministic ``Scorer`` + ``LocalModel``; ``fail`` raises, ``delay_s`` sleeps while scoring.
+
+    ``heads``: the targets it claims (default: those its scores name), for a gatekeeper that
+    returns fewer or broken scores than the heads the router checked at build time.
+    """
 
     score_spec: ScoreSpec = field(default_factory=lambda: {"self": 0.9, "gpt-4": 0.95})
+    heads: list[str] | None = None
     answer: str = "The capital of France is Paris."
     fail: Exception | None = None
     delay_s: float = 0.0
@@ -46,6 +51,8 @@ class FakeGatekeeper:
 
     @property
     def targets(self) -> list[str]:
+        if self.heads is not None:
+            return list(self.heads)
         return list(self._scores([{"role": "user", "content": "x"}]))
 
     def _scores(self, messages: Any) -> dict[str, float]:

@@ -237,7 +237,7 @@ def test_calibrate_recalibrates_scores_and_stores_the_maps(tmp_path):
     out, report = tmp_path / "fitted.yaml", tmp_path / "fit.json"
     argv = calibrate_args(paths, "--max-expensive-share", "0.3", "--recalibrate", "platt")
     assert cli([*argv, "--out", str(out), "--json", str(report)]) == 0
-    config = load_config(out)
+    config = load_config(out, check_heads=False)  # offline targets (weak, strong)
     assert set(config.gatekeeper.calibration) == {"weak", "strong"}
     result = json.loads(report.read_text())
     assert set(result["recalibration"]["ece"]) == {"weak", "strong"}

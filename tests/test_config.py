@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from router_support import FakeGatekeeper
 
 from introroute.errors import ConfigError
 from introroute.router import Router, load_config
@@ -33,19 +34,23 @@ def _write(tmp_path: Path, data: dict) -> Path:
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
-def test_shipped_configs_load_and_validate(path, monkeypatch, router_fake_gatekeeper):
+def test_shipped_configs_load_and_validate(path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    config = load_config(path)
+    config = load_config(path)  # tier targets checked against the adapter's heads (when it exists)
     assert config.name == path.stem
     assert all(t.target == "self" for t in config.tiers if t.local)
     assert config.gatekeeper is not None  # validated only: the real model is never loaded here
     assert (SECRET in config.secrets()) == (len(config.tiers) > 1)
-    Router(config, gatekeeper=router_fake_gatekeeper)  # policy params and tier prices check out
+    fake = FakeGatekeeper({t.target: 0.5 for t in config.tiers})
+    Router(config, gatekeeper=fake)  # policy params and tier prices check out
 
 
-def test_shipped_cost_aware_config_builds_with_catalog_prices(monkeypatch, router_fake_gatekeeper):
+def test_shipped_cost_aware_config_builds_with_catalog_prices(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    router = Router.from_yaml(ROOT / "policies" / "cost_aware.yaml", gatekeeper=router_fake_gatekeeper)
+    fake = FakeGatekeeper(
+        {"self": 0.5, "mistralai/Mixtral-8x7B-Instruct-v0.1": 0.5, "gpt-4-1106-preview": 0.5}
+    )
+    router = Router.from_yaml(ROOT / "policies" / "cost_aware.yaml", gatekeeper=fake)
     mini = router.config.tier("mini").info()
     assert mini.input_per_1m and mini.input_per_1m > 0  # from litellm.model_cost
     assert router.config.tier("local").info().input_per_1m == 0.0
@@ -126,9 +131,10 @@ def test_gatekeeper_calibration_loads_from_yaml(tmp_path, monkeypatch):
     monkeypatch.setenv("TEST_KEY", SECRET)
     calibration = {
         "self": {"method": "isotonic", "x": [0.1, 0.9], "y": [0.2, 0.7]},
-        "gpt-4": {"method": "platt", "a": 0.5, "b": -0.25},
+        "gpt-4-1106-preview": {"method": "platt", "a": 0.5, "b": -0.25},
     }
-    config = load_config(_write(tmp_path, {**MINIMAL, "gatekeeper": {"calibration": calibration}}))
+    tiers = [MINIMAL["tiers"][0], {**MINIMAL["tiers"][1], "target": "gpt-4-1106-preview"}]
+    config = load_config(_write(tmp_path, {"tiers": tiers, "gatekeeper": {"calibration": calibration}}))
     stored = config.gatekeeper.calibration
     assert {target: c.model_dump(exclude_none=True) for target, c in stored.items()} == calibration
     assert load_config(MINIMAL).gatekeeper is None  # calibration is optional
@@ -138,7 +144,11 @@ def test_tier_errors_and_unknown_litellm_params(tmp_path, monkeypatch):
     monkeypatch.setenv("TEST_KEY", SECRET)
     tiers = [
         {"name": "local", "target": "self", "pricee": 1},
-        {"name": "local", "target": "gpt-4", "litellm_params": {"model": "m", "api_kee": "${TEST_KEY}"}},
+        {
+            "name": "local",
+            "target": "gpt-4",
+            "litellm_params": {"model": "openai/m", "api_kee": "${TEST_KEY}"},
+        },
     ]
     path = _write(tmp_path, {"tiers": tiers})
     with pytest.raises(ConfigError) as err:
@@ -173,7 +183,7 @@ def test_yaml_problems(tmp_path):
 def test_defaults_and_fallback_lists():
     tiers = [
         {"name": "local", "target": "self"},
-        {"name": "large", "target": "gpt-4", "litellm_params": {"model": "m"}},
+        {"name": "large", "target": "gpt-4", "litellm_params": {"model": "openai/m"}},
     ]
     config = load_config({"tiers": tiers, "fallbacks": {"local": "large"}})
     assert config.fail_safe_tier == "large"  # default: the last tier
@@ -182,7 +192,7 @@ def test_defaults_and_fallback_lists():
 
 
 def test_router_needs_a_gatekeeper_for_several_tiers():
-    remote = {"target": "x", "litellm_params": {"model": "m"}}
+    remote = {"target": "x", "litellm_params": {"model": "openai/m"}}
     config = load_config({"tiers": [{"name": "a", **remote}, {"name": "b", **remote}]})
     with pytest.raises(ConfigError, match="gatekeeper: required"):
         Router(config)

@@ -91,10 +91,14 @@ def test_multi_turn_conversation_is_scored_whole(router_fake_gatekeeper):
             "gatekeeper error: RuntimeError: model exploded",
         ),
         (
-            FakeGatekeeper({"self": float("nan")}),
-            "gatekeeper returned scores outside [0, 1] for targets ['self']",
+            FakeGatekeeper({"self": float("nan"), "gpt-4": 0.9}),
+            "gatekeeper returned invalid scores: 'self': nan is not a probability in [0, 1]",
         ),
-        (FakeGatekeeper({}), "gatekeeper returned no scores"),
+        (FakeGatekeeper({}, heads=["self", "gpt-4"]), "gatekeeper returned no scores"),
+        (
+            FakeGatekeeper({"self": 0.9}, heads=["self", "gpt-4"]),
+            "gatekeeper gave no score for target(s) ['gpt-4']",
+        ),
     ],
 )
 def test_gatekeeper_failure_routes_to_fail_safe(gatekeeper, reason):
@@ -157,10 +161,12 @@ def test_policy_decides_on_calibrated_scores_and_decision_keeps_raw_ones(
 
 def test_calibration_leaves_fail_safe_unchanged():
     config = router_config(gatekeeper={"calibration": DEFLATE})
-    router = Router.from_dict(config, gatekeeper=FakeGatekeeper({"self": float("nan")}))
+    router = Router.from_dict(config, gatekeeper=FakeGatekeeper({"self": float("nan"), "gpt-4": 0.9}))
     d = router.route(QUESTION)
     assert (d.tier, d.policy_tier, d.raw_scores) == ("large", None, None)
-    assert d.fail_safe_reason == "gatekeeper returned scores outside [0, 1] for targets ['self']"
+    assert (
+        d.fail_safe_reason == "gatekeeper returned invalid scores: 'self': nan is not a probability in [0, 1]"
+    )
 
 
 def test_truncated_flag_is_reported():

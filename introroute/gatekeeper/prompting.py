@@ -4,13 +4,24 @@ The chat template is rendered with placeholders instead of message contents, so 
 special tokens (``<|im_start|>``...) are tokenised as special tokens while user-controlled text is
 tokenised with ``split_special_tokens=True``: a user who types ``[INTRO]`` or ``<|im_end|>`` gets
 ordinary text tokens and cannot spoof the gatekeeper or inject a turn.
+
+Why private copies of the Rust tokenizer: a fast (``tokenizers``) tokenizer implements
+``split_special_tokens`` by setting ``encode_special_tokens`` on its one shared backend before each
+call, so two threads encoding at once (template text and user text) flip it under each other; user
+text then became real special tokens (the anti-spoofing guarantee broke under concurrency). The
+two modes are therefore encoded by two frozen copies of the backend, one per mode, that nothing
+ever mutates: no lock, and nothing anyone else does with the shared tokenizer can change them.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+import weakref
 from dataclasses import dataclass, field
+from typing import Any
 
+from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerBase
 
 from introroute.errors import MessagesError
@@ -31,9 +42,46 @@ class PromptIds:
     ignored_parts: list[str] = field(default_factory=list)
 
 
+# tokenizer -> ((backend id, vocabulary size), template-mode copy, content-mode copy)
+_frozen: weakref.WeakKeyDictionary[Any, tuple[tuple[int, int], Tokenizer, Tokenizer]] = (
+    weakref.WeakKeyDictionary()
+)
+_frozen_lock = threading.Lock()
+
+
+def _frozen_backends(tokenizer: PreTrainedTokenizerBase) -> tuple[Tokenizer, Tokenizer] | None:
+    """(template copy, content copy) of a fast tokenizer's backend; ``None`` for Python tokenizers.
+
+    The copies are rebuilt when tokens are added (``IntroLM.build`` adds ``[INTRO]``), keyed on the
+    vocabulary size; they never encode with padding or truncation (the router truncates itself).
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if not isinstance(backend, Tokenizer):
+        return None
+    version = (id(backend), backend.get_vocab_size(with_added_tokens=True))
+    with _frozen_lock:
+        entry = _frozen.get(tokenizer)
+        if entry is None or entry[0] != version:
+            serialized = backend.to_str()
+            copies = []
+            for split_special in (False, True):
+                copy = Tokenizer.from_str(serialized)
+                copy.no_padding()
+                copy.no_truncation()
+                copy.encode_special_tokens = split_special
+                copies.append(copy)
+            entry = (version, copies[0], copies[1])
+            _frozen[tokenizer] = entry
+    return entry[1], entry[2]
+
+
 def _tokenize(tokenizer: PreTrainedTokenizerBase, text: str, *, split_special: bool) -> list[int]:
     if not text:
         return []
+    frozen = _frozen_backends(tokenizer)
+    if frozen is not None:
+        return list(frozen[split_special].encode(text, add_special_tokens=False).ids)
+    # Python tokenizers read the flag per call (no shared state to flip).
     return list(tokenizer(text, add_special_tokens=False, split_special_tokens=split_special)["input_ids"])
 
 

@@ -26,22 +26,32 @@ Schema (YAML)::
         litellm_params: {model: openai/gpt-4o, api_key: "${OPENAI_API_KEY}", timeout: 30}
         price: {input_per_1m: 2.5, output_per_1m: 10}   # default: litellm.model_cost
         latency: {ttft_ms: 400, per_output_token_ms: 15}
+        modalities: [text, image]     # input kinds it reads; default: text (local), any (remote)
     policy: {type: threshold, params: {tau: 0.5}}       # or cost_aware, budget, "pkg.mod:Class"
-    retries: {attempts: 3, backoff: {initial_s: 0.5, max_s: 8}, errors: [Timeout, InternalServerError]}
+    retries: {attempts: 3, backoff: {initial_s: 0.5, max_s: 8, retry_after_max_s: 30},
+              errors: [Timeout, InternalServerError]}
     fallbacks: {local: large}         # tier -> tier or list of tiers, tried after retries
     fail_safe: large                  # default: the last tier
     routing_log: routing.jsonl        # JSONL records (relative to the working dir); null: off
+
+Checked at load, so a config cannot silently misroute: every tier ``target`` is a head of the
+configured adapter (read from its ``introroute.json``), every tier ``model`` resolves to a LiteLLM
+provider, and YAML aliases may not expand past :data:`MAX_YAML_NODES` values. Secrets
+(``api_key``, ``extra_headers`` values, credentials in ``api_base``, any ``*_key``/``*_token``/
+``*_secret`` parameter) are secret types: masked in reprs and dumps, revealed only to LiteLLM.
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
 import inspect
 import os
 import re
 import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import litellm
 import yaml
@@ -60,10 +70,23 @@ from pydantic import (
 
 from introroute.errors import ConfigError, PolicyError
 from introroute.policies import TierInfo, build_policy
+from introroute.router import heads
 from introroute.router.calibration import CalibrationConfig
+from introroute.router.secrets import Redactor, SecretUrl, url_secrets
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = r"^[A-Za-z0-9_.-]+$"
+# LiteLLM parameters whose string values are credentials (client_secret, azure_ad_token...).
+_SECRET_PARAM = re.compile(
+    r"(?i)(api_key|secret|password|credential|access_key|signing_key|ingestion_key|(^|_)token$)"
+)
+_NOT_SECRET = frozenset({"bos_token", "eos_token"})  # prompt-template strings, not credentials
+#: A router config has tens of values; YAML aliases expanding past this are an attack (or a bug).
+MAX_YAML_NODES = 100_000
+#: Deeper nesting than this is not a router config (and would exhaust Python's recursion limit).
+MAX_YAML_DEPTH = 64
+
+Modality = Literal["text", "image", "audio", "file", "video"]
 
 # Keys LiteLLM accepts in a call besides the per-request ones the router fills in itself.
 _LITELLM_KEYS = (set(inspect.signature(litellm.completion).parameters) | set(all_litellm_params)) - {
@@ -114,27 +137,91 @@ class LiteLLMParams(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str
-    api_base: str | None = None
+    api_base: SecretUrl | None = None
     api_key: SecretStr | None = None
     timeout: float | None = Field(default=None, gt=0)
+    extra_headers: dict[str, SecretStr] | None = None
+    headers: dict[str, SecretStr] | None = None
 
     @model_validator(mode="after")
     def _known_keys(self) -> LiteLLMParams:
-        unknown = sorted(set(self.model_extra or {}) - _LITELLM_KEYS)
+        extra = self.model_extra or {}
+        unknown = sorted(set(extra) - _LITELLM_KEYS)
         if unknown:
             raise ValueError(f"unknown LiteLLM parameter(s) {unknown}")
+        for key, value in extra.items():
+            if isinstance(value, str) and _SECRET_PARAM.search(key) and key not in _NOT_SECRET:
+                extra[key] = SecretStr(value)
+        problem = _unresolvable(self.model, extra.get("custom_llm_provider"))
+        if problem:
+            raise ValueError(problem)
         return self
 
     def call_kwargs(self) -> dict[str, Any]:
-        """The arguments as ``litellm.completion`` takes them (the API key revealed, unset ones dropped)."""
-        kwargs: dict[str, Any] = {"model": self.model, **(self.model_extra or {})}
-        if self.api_base is not None:
-            kwargs["api_base"] = self.api_base
-        if self.api_key is not None:
-            kwargs["api_key"] = self.api_key.get_secret_value()
-        if self.timeout is not None:
-            kwargs["timeout"] = self.timeout
+        """The arguments as ``litellm.completion`` takes them (secrets revealed, unset ones dropped)."""
+        kwargs: dict[str, Any] = {"model": self.model}
+        kwargs.update({k: _reveal(v) for k, v in (self.model_extra or {}).items()})
+        for key in ("api_base", "api_key", "timeout", "extra_headers", "headers"):
+            value = getattr(self, key)
+            if value is not None:
+                kwargs[key] = _reveal(value)
         return kwargs
+
+    def secret_values(self) -> set[str]:
+        """Every credential these parameters carry, for the redactor."""
+        values = {_reveal(v) for v in (self.model_extra or {}).values() if isinstance(v, SecretStr)}
+        if self.api_key is not None:
+            values.add(self.api_key.get_secret_value())
+        for headers in (self.extra_headers, self.headers):
+            values |= {v.get_secret_value() for v in (headers or {}).values()}
+        if self.api_base is not None:
+            values |= set(url_secrets(self.api_base.get_secret_value()))
+        return values
+
+
+def _reveal(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {k: _reveal(v) for k, v in value.items()}
+    return value
+
+
+def _unresolvable(model: str, custom_provider: Any) -> str | None:
+    """Why LiteLLM cannot route ``model`` (``litellm.get_llm_provider`` raised), or ``None``.
+
+    Why at load: a typo (``gtp-4o``, ``opnai/gpt-4o``) used to load fine and then fail every
+    request of that tier, with the reason hidden in the error's ``__cause__``.
+    """
+    prefix = model.split("/", 1)[0] if "/" in model else None
+    registered = {entry.get("provider") for entry in litellm.custom_provider_map}
+    if (isinstance(custom_provider, str) and custom_provider in registered) or prefix in registered:
+        return None  # a CustomLLM provider (e.g. introroute itself) routes its own model names
+    return _provider_problem(model, custom_provider if isinstance(custom_provider, str) else None)
+
+
+@functools.lru_cache(maxsize=256)
+def _provider_problem(model: str, custom_provider: str | None) -> str | None:
+    quiet, litellm.suppress_debug_info = litellm.suppress_debug_info, True  # it prints otherwise
+    try:
+        litellm.get_llm_provider(model=model, custom_llm_provider=custom_provider)
+    except Exception as exc:
+        cause = str(getattr(exc, "message", exc)).strip().splitlines()[0]
+        hint = _did_you_mean(model)
+        return f"LiteLLM cannot resolve model {model!r}: {cause}{hint}"
+    finally:
+        litellm.suppress_debug_info = quiet
+    return None
+
+
+def _did_you_mean(model: str) -> str:
+    if "/" in model:
+        prefix, rest = model.split("/", 1)
+        providers = [str(getattr(p, "value", p)) for p in litellm.provider_list]
+        close = difflib.get_close_matches(prefix, providers, n=1)
+        return f"; did you mean {close[0] + '/' + rest!r}?" if close else ""
+    close = difflib.get_close_matches(model, list(litellm.model_cost), n=1, cutoff=0.8)
+    return f"; did you mean {close[0]!r}?" if close else "; prefix it with its provider (openai/...)"
 
 
 class TierConfig(_Strict):
@@ -145,11 +232,20 @@ class TierConfig(_Strict):
     litellm_params: LiteLLMParams | None = None
     price: Price | None = None
     latency: Latency | None = None
+    modalities: list[Modality] | None = Field(
+        default=None, description="input kinds the tier reads; default: text (local), anything (remote)"
+    )
 
     @property
     def local(self) -> bool:
         """A tier without ``litellm_params`` is answered in-process by the gatekeeper's base model."""
         return self.litellm_params is None
+
+    def reads(self) -> frozenset[str] | None:
+        """The input kinds this tier reads; ``None``: anything (a remote tier that did not say)."""
+        if self.modalities is not None:
+            return frozenset(self.modalities)
+        return frozenset({"text"}) if self.local else None
 
     def info(self) -> TierInfo:
         """The policy's view of this tier, with prices from ``litellm.model_cost`` when not configured."""
@@ -192,6 +288,11 @@ class Backoff(_Strict):
     max_s: float = Field(default=8.0, ge=0)
     exp_base: float = Field(default=2.0, ge=1)
     jitter_s: float = Field(default=0.5, ge=0)
+    retry_after_max_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="a Retry-After up to this is waited for; a longer one moves to the fallbacks",
+    )
 
 
 def _litellm_error(name: str) -> type[BaseException]:
@@ -282,51 +383,134 @@ class RouterConfig(_Strict):
         return next(t for t in self.tiers if t.name == name)
 
     def secrets(self) -> frozenset[str]:
-        """Every value that must never be emitted: ``${ENV}`` substitutions and API keys."""
-        keys = {
-            t.litellm_params.api_key.get_secret_value()
-            for t in self.tiers
-            if t.litellm_params and t.litellm_params.api_key
-        }
+        """Every value that must never be emitted: ``${ENV}`` substitutions and tier credentials."""
+        keys = {v for t in self.tiers if t.litellm_params for v in t.litellm_params.secret_values()}
         return self._secrets | keys
 
 
-def load_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> RouterConfig:
+def load_config(
+    source: str | os.PathLike[str] | Mapping[str, Any], *, check_heads: bool = True
+) -> RouterConfig:
     """Load and validate a router config from a YAML file or an already-parsed mapping.
 
     ``${VAR}`` in any string is replaced by the environment variable (an unset one is an error).
-    The policy is instantiated once to validate its parameters. Raises :class:`ConfigError`.
+    The policy is instantiated once to validate its parameters. With ``check_heads`` (default),
+    every tier target must be a head of the configured adapter when that adapter exists;
+    :class:`~introroute.Router` passes ``False`` when it is given its gatekeeper and checks
+    against that one instead. Raises :class:`ConfigError`.
     """
     if isinstance(source, Mapping):
         origin, data = "<config>", dict(source)
     else:
         origin, data = str(source), _read_yaml(Path(source))
+    _check_size(data, origin)
     secrets: set[str] = set()
     data = _substitute(data, origin, "", secrets)
+    redactor = Redactor(secrets)  # a message may quote a substituted value (a model name, a path)
     try:
         config = RouterConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError("\n".join(_describe(origin, err) for err in exc.errors())) from None
+        problems = "\n".join(_describe(origin, err) for err in exc.errors())
+        raise ConfigError(redactor.redact(problems)) from None
     config._secrets = frozenset(secrets)
     try:
         build_policy(config.policy.type, dict(config.policy.params))
     except PolicyError as exc:
-        raise ConfigError(f"{origin}: policy: {exc}") from None
+        raise ConfigError(redactor.redact(f"{origin}: policy: {exc}")) from None
+    if check_heads and config.gatekeeper is not None:
+        try:
+            known = heads.configured_heads(config.gatekeeper)
+            if known is not None:
+                heads.check_targets(config, known, origin)
+        except ConfigError as exc:
+            message = str(exc)
+            message = message if message.startswith(origin) else f"{origin}: {message}"
+            raise ConfigError(redactor.redact(message)) from None
     return config
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or type(exc).__name__}") from None
+    try:
+        _check_depth(text, path)
+        # Aliases are kept as shared references while parsing (cheap); _check_size then bounds
+        # what they would expand to before anything walks the tree.
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise ConfigError(f"{path}: invalid YAML{where}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: YAML nested too deeply (more than {MAX_YAML_DEPTH} levels)") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of router settings at the top level")
     return data
+
+
+def _check_depth(text: str, path: Path) -> None:
+    """Stop at the first collection nested deeper than :data:`MAX_YAML_DEPTH`, from the event
+    stream, before PyYAML builds anything: its scanner is quadratic in the nesting depth
+    (10 KB of ``[`` took ~30 s) and its composer recursive."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise ConfigError(f"{path}: the config is nested more than {MAX_YAML_DEPTH} levels deep")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _check_size(data: Any, origin: str) -> None:
+    """Reject configs that expand past :data:`MAX_YAML_NODES` values, nest too deeply, or contain
+    themselves, in time linear in the distinct values (each shared one is sized once).
+
+    Why: YAML aliases make a tiny file stand for an exponentially large tree (an "alias bomb":
+    645 bytes stalled loading for minutes), and a self-referencing alias never ends; both used to
+    reach the recursive steps below and hang or raise a raw ``RecursionError``.
+    """
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    # Iterative post-order walk: (value, depth, children sized yet?)
+    stack: list[tuple[Any, int, bool]] = [(data, 1, False)]
+    while stack:
+        value, depth, expanded = stack.pop()
+        if not isinstance(value, dict | list | tuple | set):
+            continue
+        key = id(value)
+        if expanded:
+            on_path.discard(key)
+            children = _children(value)
+            total = 1 + sum(sizes.get(id(c), 1) for c in children)
+            if total > MAX_YAML_NODES:
+                raise ConfigError(
+                    f"{origin}: the config expands to more than {MAX_YAML_NODES} values "
+                    "(YAML aliases repeating aliases?); write it out plainly"
+                )
+            sizes[key] = total
+            continue
+        if key in on_path:
+            raise ConfigError(f"{origin}: the config contains itself (a YAML alias inside its own anchor)")
+        if key in sizes:
+            continue
+        if depth > MAX_YAML_DEPTH:
+            raise ConfigError(f"{origin}: the config is nested more than {MAX_YAML_DEPTH} levels deep")
+        on_path.add(key)
+        stack.append((value, depth, True))
+        stack.extend((c, depth + 1, False) for c in _children(value))
+
+
+def _children(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [*value.keys(), *value.values()]
+    return list(value)
 
 
 def _substitute(value: Any, origin: str, path: str, secrets: set[str]) -> Any:

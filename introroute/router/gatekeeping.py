@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import math
+import numbers
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,28 +96,63 @@ class Gatekeeping:
         except Exception as exc:
             return self._failed(exc)
 
-    def _run(self, gatekeeper: Scorer, messages: Messages) -> Scoring:
+    def _run(self, gatekeeper: Scorer, messages: Messages) -> tuple[Any, Scoring]:
+        """(the raw scores, a Scoring without them yet): validated once, in :meth:`_scored`."""
         if self.keep_prefill and isinstance(gatekeeper, LocalModel):
             prefill = gatekeeper.prefill(messages)
-            return Scoring(
-                scores=dict(prefill.scores),
+            tokens = getattr(prefill, "prompt_tokens", None)
+            return prefill.scores, Scoring(
                 prefill=prefill,
-                prompt_tokens=getattr(prefill, "prompt_tokens", None),
+                prompt_tokens=tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None,
                 truncated=bool(getattr(prefill, "truncated", False)),
             )
-        return Scoring(scores=dict(gatekeeper.scores(messages)))
+        return gatekeeper.scores(messages), Scoring()
 
-    def _scored(self, scoring: Scoring, start: float) -> Scoring:
+    def _scored(self, result: tuple[Any, Scoring], start: float) -> Scoring:
+        raw, scoring = result
         scoring.gatekeeper_ms = (time.perf_counter() - start) * 1000.0
-        # NaN fails the range check too.
-        bad = [t for t, p in scoring.scores.items() if not (isinstance(p, int | float) and 0.0 <= p <= 1.0)]
-        if bad:
-            scoring.failure = f"gatekeeper returned scores outside [0, 1] for targets {bad}"
-        elif not scoring.scores:
-            scoring.failure = "gatekeeper returned no scores"
+        scoring.scores, scoring.failure = validate_scores(raw)
         return scoring
 
-    def _failed(self, exc: Exception) -> Scoring:
+    def _failed(self, exc: BaseException) -> Scoring:
         if isinstance(exc, _BUDGET_EXCEEDED) and self.timeout_s is not None:
             return Scoring(failure=f"gatekeeper exceeded its time budget of {self.timeout_s * 1000:.0f} ms")
         return Scoring(failure=f"gatekeeper error: {type(exc).__name__}: {exc}")
+
+
+def validate_scores(raw: Any) -> tuple[dict[str, float], str | None]:
+    """``(scores as plain floats, None)``, or ``({}, why)`` when any score is unusable.
+
+    The one place scores are checked, so everything after it (calibration, the policy, the
+    decision, the JSON log) sees plain finite floats in [0, 1]. Accepted: any real number, numpy
+    floats and ints included (``np.float32(0.9)``). Rejected: bools (``True`` is not a
+    probability), strings, ``None``, NaN, infinities, values outside [0, 1], non-string targets.
+    Invalid scores are dropped whole (the request goes to the fail-safe tier): a decision must not
+    carry values it cannot serialise, and a gatekeeper returning garbage for one target is not
+    trusted for the others.
+    """
+    if not isinstance(raw, Mapping):
+        return {}, f"gatekeeper returned {type(raw).__name__} instead of a mapping of target -> score"
+    scores: dict[str, float] = {}
+    problems: list[str] = []
+    for target, p in raw.items():
+        if not isinstance(target, str):
+            problems.append(f"a target named by a {type(target).__name__}")
+        elif isinstance(p, bool) or not isinstance(p, numbers.Real):
+            problems.append(f"{target!r}: not a number ({type(p).__name__})")
+        elif not (math.isfinite(value := _as_float(p)) and 0.0 <= value <= 1.0):
+            problems.append(f"{target!r}: {value!r} is not a probability in [0, 1]")
+        else:
+            scores[target] = value
+    if problems:
+        return {}, f"gatekeeper returned invalid scores: {'; '.join(problems)}"
+    if not scores:
+        return {}, "gatekeeper returned no scores"
+    return scores, None
+
+
+def _as_float(value: numbers.Real) -> float:
+    try:
+        return float(value)
+    except (OverflowError, TypeError, ValueError):  # a huge Fraction, an odd Real subclass
+        return math.nan

@@ -4,6 +4,10 @@ Why this shape: every step is a separate, replaceable object (gatekeeper, policy
 and data only flows forward, so a failure in one step has one well-defined consequence: a
 gatekeeper or policy failure sends the request to the fail-safe tier, a provider failure to
 retries and fallbacks, and only when every tier failed does the caller see an error.
+
+Every call that reaches routing leaves exactly one routing-log record, whatever happens after:
+answered, every tier failed, no tier could read the request, or cancelled (``CancelledError``,
+``KeyboardInterrupt``) while scoring, waiting or calling.
 """
 
 from __future__ import annotations
@@ -17,17 +21,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from introroute.errors import ConfigError, MessagesError, PolicyError, RoutingError
+from introroute.errors import ConfigError, IntrorouteError, MessagesError, PolicyError, RoutingError
 from introroute.messages import normalize_messages
 from introroute.policies import Policy, PolicyChoice, RequestContext, build_policy
-from introroute.router import api, local_tier
+from introroute.router import api, heads, local_tier
 from introroute.router.calibration import ScoreCalibrator
 from introroute.router.config import RouterConfig, TierConfig, load_config
 from introroute.router.decision import Decision, attach
 from introroute.router.dispatch import Attempts
 from introroute.router.gatekeeping import Gatekeeping, Scoring
+from introroute.router.modalities import request_modalities
 from introroute.router.routing_log import RoutingLog
-from introroute.router.secrets import Redactor
+from introroute.router.secrets import Redactor, protect_logs
 from introroute.scoring import LocalModel, Scorer
 
 logger = logging.getLogger(__name__)
@@ -52,7 +57,13 @@ class _Request:
 
     @property
     def tools(self) -> list[Any]:
-        return list(self.kwargs.get("tools") or self.kwargs.get("functions") or [])
+        tools = self.kwargs.get("tools") or self.kwargs.get("functions") or []
+        # Malformed tools are the provider's to reject (a typed error); routing must not crash.
+        return list(tools) if isinstance(tools, list | tuple) else [tools]
+
+    @property
+    def modalities(self) -> frozenset[str]:
+        return request_modalities(self.messages)
 
     @property
     def max_tokens(self) -> int | None:
@@ -74,7 +85,7 @@ def estimate_tokens(messages: Any) -> int:
     """~4 characters per token: only for cost estimates when the gatekeeper did not count."""
     try:
         normalized = normalize_messages(messages).messages
-    except MessagesError:
+    except MessagesError:  # every malformed input ends here (RecursionError included)
         return 0
     return sum(len(m["content"]) for m in normalized) // 4 + 4 * len(normalized)
 
@@ -96,14 +107,31 @@ class Router:
         self._tiers = tuple(t.info() for t in config.tiers)
         self.policy.check_tiers(self._tiers)
         self._redactor = Redactor(config.secrets())
+        protect_logs(config.secrets())  # LiteLLM's and the HTTP clients' log records too
         self._log = RoutingLog(config.routing_log) if config.routing_log else None
         local = next((t for t in config.tiers if t.local), None)
         self._local_name = local.name if local else None
         self._gatekeeping = self._make_gatekeeping(gatekeeper)
+        self._check_heads(gatekeeper)
         calibration = (config.gatekeeper.calibration if config.gatekeeper else None) or {}
         self._calibrators = {t: ScoreCalibrator.from_config(c) for t, c in calibration.items()}
         self.local = local_tier.LocalTier(self._local_model, label=f"introroute/{self.name}/local")
         api.register(self)
+
+    def _check_heads(self, gatekeeper: Scorer | None) -> None:
+        """Every tier's target must be a head of the gatekeeper that will score it (see heads.py)."""
+        where = f"router {self.name!r}"
+        if gatekeeper is not None:
+            try:
+                targets = list(gatekeeper.targets)
+            except Exception:  # a scorer that cannot list its targets is checked per request
+                return
+            known = heads.scorer_heads(targets, f"the gatekeeper {type(gatekeeper).__name__}")
+        elif self.config.gatekeeper is not None:
+            known = heads.required_heads(self.config.gatekeeper)
+        else:
+            return
+        heads.check_targets(self.config, known, where)
 
     def _make_gatekeeping(self, gatekeeper: Scorer | None) -> Gatekeeping | None:
         spec = self.config.gatekeeper
@@ -146,13 +174,16 @@ class Router:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str], *, gatekeeper: Scorer | None = None) -> Router:
-        """Load, validate and build a router from a YAML file (see :mod:`introroute.router.config`)."""
-        return cls(load_config(path), gatekeeper=gatekeeper)
+        """Load, validate and build a router from a YAML file (see :mod:`introroute.router.config`).
+
+        With ``gatekeeper=``, tier targets are checked against its heads, not the configured adapter's.
+        """
+        return cls(load_config(path, check_heads=gatekeeper is None), gatekeeper=gatekeeper)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, gatekeeper: Scorer | None = None) -> Router:
         """Like :meth:`from_yaml` for a config already parsed (embedded defaults, tests)."""
-        return cls(load_config(data), gatekeeper=gatekeeper)
+        return cls(load_config(data, check_heads=gatekeeper is None), gatekeeper=gatekeeper)
 
     # -- routing -------------------------------------------------------------------------------
 
@@ -186,6 +217,10 @@ class Router:
             stream=request.stream,
         )
         failure, choice = scoring.failure, None
+        if failure is None and self._gatekeeping is not None:
+            missing = sorted({t.target for t in self._tiers} - set(scoring.scores))
+            if missing:  # never let a policy default stand in for a head that did not answer
+                failure = f"gatekeeper gave no score for target(s) {missing}"
         if failure is None:
             try:
                 choice = self.policy.decide(scoring.scores, context)
@@ -199,6 +234,8 @@ class Router:
             )
         tier = choice.tier if choice else self.config.fail_safe_tier
         names, overrides = self._order(tier, bool(request.tools))
+        names, unreadable = self._readable(names, request.modalities)
+        overrides += unreadable
         order = [self.config.tier(n) for n in names]
         return _Plan(order=order, scoring=scoring, choice=choice, failure=failure, overrides=overrides)
 
@@ -215,12 +252,49 @@ class Router:
             return order, []
         return remote, [f"tier {local!r} cannot call tools: skipped"]
 
+    def _readable(self, order: list[str], kinds: frozenset[str]) -> tuple[list[str], list[str]]:
+        """``order`` without the tiers that cannot read the request's input kinds (images...).
+
+        When none of them can, the fail-safe tier, else the first tier in config order that can;
+        when no tier at all can, a :class:`RoutingError` (answering a question about an image
+        the model cannot see would invent the answer).
+        """
+
+        def unread(name: str) -> frozenset[str]:
+            reads = self.config.tier(name).reads()
+            return frozenset() if reads is None else kinds - reads
+
+        skipped = [f"tier {n!r} cannot read {sorted(unread(n))} input: skipped" for n in order if unread(n)]
+        if not skipped:
+            return order, []
+        able = [n for n in order if not unread(n)]
+        if not able:
+            candidates = [self.config.fail_safe_tier, *(t.name for t in self.config.tiers)]
+            able = [next((n for n in candidates if not unread(n)), "")]
+            if not able[0]:
+                raise RoutingError(
+                    f"router {self.name!r}: no tier reads {sorted(kinds)} input "
+                    f"({'; '.join(f'{t.name!r} reads {sorted(t.reads() or [])}' for t in self.config.tiers)})"
+                )
+            skipped.append(f"sent to {able[0]!r}, which reads it")
+        return able, skipped
+
     def route(self, messages: Any, **kwargs: Any) -> Decision:
         """Score and decide without calling any model (dry run; stateful policies do count it)."""
         request = _Request.parse({**kwargs, "messages": messages})
         return self._decision(self._plan(request, self._score(request)), None)
 
-    def _decision(self, plan: _Plan, attempts: Attempts | None) -> Decision:
+    def _decision(
+        self, plan: _Plan | None, attempts: Attempts | None, *, unserialisable: str | None = None
+    ) -> Decision:
+        """The decision so far; ``unserialisable`` drops the policy's own (user-defined) values."""
+        if plan is None:  # stopped before a tier was chosen (cancelled while scoring, no tier)
+            plan = _Plan(
+                order=[self.config.tier(self.config.fail_safe_tier)],
+                scoring=Scoring(),
+                choice=None,
+                failure="no tier was chosen",
+            )
         tier = attempts.tier if attempts else plan.order[0]
         return Decision(
             router=self.name,
@@ -228,10 +302,12 @@ class Router:
             model=self.local.label if tier.local else tier.litellm_params.model,  # type: ignore[union-attr]
             scores=plan.scoring.scores,
             raw_scores=plan.scoring.raw_scores,
-            policy=self.policy.name,
-            policy_params=self.policy.get_params(),
+            policy=str(self.policy.name),
+            policy_params=self.policy.get_params() if unserialisable is None else {},
             policy_tier=plan.choice.tier if plan.choice else None,
-            policy_detail=plan.choice.detail if plan.choice else {},
+            policy_detail=(plan.choice.detail if plan.choice else {})
+            if unserialisable is None
+            else {"unserialisable": unserialisable},
             gatekeeper_ms=plan.scoring.gatekeeper_ms,
             truncated=plan.scoring.truncated,
             fail_safe_reason=plan.failure,
@@ -264,49 +340,80 @@ class Router:
         return kwargs
 
     @contextmanager
-    def _dispatching(self, plan: _Plan, request: _Request) -> Iterator[_Run]:
-        with local_tier.lend(plan.scoring.prefill) as lent:
-            attempts = Attempts(
-                plan.order, self.config.retries, self._kwargs_for(request, lent), self._redactor
+    def _recording(self, request: _Request) -> Iterator[_Run]:
+        """Guarantee one routing-log record for the call, however it ends (see the module doc)."""
+        run = _Run(request)
+        try:
+            yield run
+        except BaseException as exc:  # CancelledError and KeyboardInterrupt leave a record too
+            if not run.recorded:
+                self._finish(run, None, error=self._failure_text(exc))
+            raise
+
+    def _failure_text(self, exc: BaseException) -> str:
+        if isinstance(exc, IntrorouteError):
+            return self._redactor.redact(str(exc))
+        if not isinstance(exc, Exception):
+            return f"cancelled ({type(exc).__name__})"
+        return self._redactor.redact(f"{type(exc).__name__}: {exc}")
+
+    @contextmanager
+    def _dispatching(self, run: _Run) -> Iterator[Attempts]:
+        assert run.plan is not None
+        with local_tier.lend(run.plan.scoring.prefill) as lent:
+            run.attempts = Attempts(
+                run.plan.order, self.config.retries, self._kwargs_for(run.request, lent), self._redactor
             )
-            run = _Run(plan, attempts, request)
-            try:
-                yield run
-            except RoutingError as exc:
-                self._finish(run, None, error=str(exc))
-                raise
+            yield run.attempts
+
+    def _record(self, run: _Run) -> dict[str, Any]:
+        """The redacted decision dump; never raises (the provider may already have been paid)."""
+        try:
+            decision = self._decision(run.plan, run.attempts).model_dump(mode="json")
+        except Exception as exc:  # e.g. a user policy's detail or params that are not JSON
+            logger.warning("introroute %s: decision not serialisable: %s", self.name, type(exc).__name__)
+            decision = self._decision(run.plan, run.attempts, unserialisable=type(exc).__name__).model_dump(
+                mode="json"
+            )
+        return self._redactor.redact(decision)
 
     def _finish(self, run: _Run, response: Any, error: str | None = None) -> Any:
         """Attach the (redacted) decision to the response and write the routing-log record."""
-        decision = self._redactor.redact(self._decision(run.plan, run.attempts).model_dump(mode="json"))
+        run.recorded = True
+        decision = self._record(run)
         if response is not None:
-            attach(response, decision)
+            try:
+                attach(response, decision)
+            except Exception as exc:  # an odd response object: the answer matters more
+                logger.warning("introroute %s: cannot attach the decision: %s", self.name, exc)
         if self._log is not None:
             usage = None if run.request.stream else getattr(response, "usage", None)
+            prompt, completion = (getattr(usage, k, None) for k in ("prompt_tokens", "completion_tokens"))
             self._log.write(
                 decision,
                 stream=run.request.stream,
                 latency_ms=(time.perf_counter() - run.request.started) * 1000.0,
-                usage={"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}
-                if usage
-                else None,
+                usage={"prompt_tokens": prompt, "completion_tokens": completion} if usage else None,
                 error=error,
+                router=self.name,
             )
         return response
 
     def completion(self, **kwargs: Any) -> Any:
         """Route and answer; takes and returns what ``litellm.completion`` does."""
         request = _Request.parse(kwargs)
-        plan = self._plan(request, self._score(request))
-        with self._dispatching(plan, request) as run:
-            return self._finish(run, run.attempts.call())
+        with self._recording(request) as run:
+            run.plan = self._plan(request, self._score(request))
+            with self._dispatching(run) as attempts:
+                return self._finish(run, attempts.call())
 
     async def acompletion(self, **kwargs: Any) -> Any:
         """Async :meth:`completion`; scoring and local generation run off the event loop."""
         request = _Request.parse(kwargs)
-        plan = self._plan(request, await self._ascore(request))
-        with self._dispatching(plan, request) as run:
-            return self._finish(run, await run.attempts.acall())
+        with self._recording(request) as run:
+            run.plan = self._plan(request, await self._ascore(request))
+            with self._dispatching(run) as attempts:
+                return self._finish(run, await attempts.acall())
 
     def __repr__(self) -> str:
         return f"Router(name={self.name!r}, tiers={[t.name for t in self._tiers]}, policy={self.policy!r})"
@@ -314,8 +421,9 @@ class Router:
 
 @dataclass
 class _Run:
-    """One dispatch in progress."""
+    """One routed call: what is known so far, and whether its routing-log record was written."""
 
-    plan: _Plan
-    attempts: Attempts
     request: _Request
+    plan: _Plan | None = None
+    attempts: Attempts | None = None
+    recorded: bool = False
