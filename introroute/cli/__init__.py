@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("introroute.cli.calibrate", "fit a router's policy knob (and score calibration) on logs"),
     "label": ("introroute.data.label_command", "run a model over a benchmark and grade its answers"),
     "import-logs": ("introroute.data.import_command", "import public routing logs into routing-log JSONL"),
+    "serve": ("introroute.cli.serve", "serve the gatekeeper over HTTP (batched; /score, /health, /metrics)"),
 }
 
 
