@@ -64,12 +64,13 @@ def _store(url: str, key: str, **extra) -> dict:
     return {"backend": "redis", "url": url, "key": key, **extra}
 
 
-def _replay(ps: list[float]) -> list[tuple[bool, float]]:
-    policy = BudgetPolicy(**PARAMS)
+def _replay(ps: list[float], policy: BudgetPolicy | None = None) -> list[tuple[bool, float, float]]:
+    """(went up, tau, share) per decision of ``policy`` (default: a fresh in-memory one)."""
+    policy = policy or BudgetPolicy(**PARAMS)
     out = []
     for p in ps:
         choice = policy.decide({"self": p, "gpt-4": 0.9}, CONTEXT)
-        out.append((choice.tier == "large", choice.detail["tau"]))
+        out.append((choice.tier == "large", choice.detail["tau"], choice.detail["share"]))
     return out
 
 
@@ -77,17 +78,29 @@ def _every_window_within_the_cap(went_up: list[bool], window: int, limit: int) -
     return all(sum(went_up[i : i + window]) <= limit for i in range(max(1, len(went_up) - window + 1)))
 
 
-def test_a_redis_window_decides_exactly_like_an_in_memory_one(redis_url):
+@pytest.mark.parametrize(
+    "params",
+    [
+        PARAMS,
+        {"target_share": 1.0, "window": 1, "tau": 0.5, "warmup": 0},
+        {"target_share": 0.5, "window": 2, "tau": 0.3, "warmup": 0},
+        {"target_share": 0.3, "window": 7, "tau": 0.9, "warmup": 3},
+    ],
+    ids=["default", "window-1", "window-2", "window-7"],
+)
+def test_a_redis_window_decides_exactly_like_an_in_memory_one(redis_url, params):
     rng = random.Random(7)
     ps = [rng.random() ** 2 if i < 150 else rng.random() for i in range(300)]  # a shift in traffic
-    shared = BudgetPolicy(**PARAMS, store=_store(redis_url, "equivalence"))
-    details = [shared.decide({"self": p, "gpt-4": 0.9}, CONTEXT) for p in ps]
-    assert [(c.tier == "large", c.detail["tau"]) for c in details] == _replay(ps)
-    assert [c.detail["seq"] for c in details] == list(range(1, 301))
-    assert {c.detail["store"] for c in details} == {"redis"}
-    memory = BudgetPolicy(**PARAMS)
-    for p in ps:
-        memory.decide({"self": p, "gpt-4": 0.9}, CONTEXT)
+    ps[10:20] = [0.25] * 10  # ties
+    key = f"equivalence-{params['window']}"
+    shared, memory = BudgetPolicy(**params, store=_store(redis_url, key)), BudgetPolicy(**params)
+    seqs = []
+    for p, expected in zip(ps, _replay(ps, memory), strict=True):
+        choice = shared.decide({"self": p, "gpt-4": 0.9}, CONTEXT)
+        assert (choice.tier == "large", choice.detail["tau"], choice.detail["share"]) == expected
+        assert choice.detail["store"] == "redis"
+        seqs.append(choice.detail["seq"])
+    assert seqs == list(range(1, 301))
     assert shared.current_tau() == memory.current_tau()
 
 
@@ -146,7 +159,8 @@ def test_two_routers_in_two_processes_share_one_budget(redis_url, monkeypatch):
     assert {r["url"] for r in merged} == {"***"}  # ${BUDGET_REDIS_URL} is a secret in decisions
     went_up = [r["tier"] == "large" for r in merged]
     # The shared window is one in-memory window fed the decisions in Redis's order ...
-    assert list(zip(went_up, [r["tau"] for r in merged], strict=True)) == _replay([r["p"] for r in merged])
+    replayed = [(up, tau) for up, tau, _ in _replay([r["p"] for r in merged])]
+    assert list(zip(went_up, [r["tau"] for r in merged], strict=True)) == replayed
     # ... so the cap holds for the deployment, not just per replica.
     limit = int(PARAMS["target_share"] * PARAMS["window"])
     assert _every_window_within_the_cap(went_up, PARAMS["window"], limit)
@@ -166,7 +180,8 @@ def test_an_unreachable_redis_falls_back_to_a_local_window_quickly(caplog):
         choices = [policy.decide({"self": p / 30, "gpt-4": 0.9}, CONTEXT) for p in range(30)]
     assert time.perf_counter() - started < 2.0  # one failed connect, then no retries for retry_s
     assert {c.detail["store"] for c in choices} == {"memory (redis unavailable)"}
-    assert [(c.tier == "large", c.detail["tau"]) for c in choices] == _replay([p / 30 for p in range(30)])
+    decided = [(c.tier == "large", c.detail["tau"], c.detail["share"]) for c in choices]
+    assert decided == _replay([p / 30 for p in range(30)])
     warnings = [r for r in caplog.records if "unavailable" in r.getMessage()]
     assert len(warnings) == 1 and "hunter2" not in warnings[0].getMessage()
     assert "hunter2" not in repr(policy)

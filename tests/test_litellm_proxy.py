@@ -245,9 +245,12 @@ def test_an_upstream_400_comes_back_as_a_400_after_one_call(fresh: Proxy):
 
 def test_an_upstream_5xx_costs_litellms_retry_and_fallback_only(fresh: Proxy):
     fresh.upstream.faults.extend([500, 500])
-    response = fresh.client().chat.completions.create(model="smart", messages=_ask("easy one"))
+    raw = fresh.client().chat.completions.with_raw_response.create(model="smart", messages=_ask("easy one"))
     calls = fresh.upstream_models()
-    assert response.choices[0].message.content == "echo(1): easy one"
+    assert raw.parse().choices[0].message.content == "echo(1): easy one"
+    # After LiteLLM's fallback the answering model is still named (the tier header is LiteLLM's to drop).
+    assert raw.headers["x-litellm-model-name"] == "openai/fake-gpt-4o"
+    assert raw.headers["x-litellm-attempted-fallbacks"] == "1"
     assert calls[-1] == "fake-gpt-4o" and len(calls) <= 3  # cheap (+ 1 retry), then the fallback
     fresh.upstream.requests.clear()
     fresh.upstream.faults.extend([500] * 10)

@@ -115,42 +115,40 @@ class MemoryWindow:
         return {"backend": "memory"}
 
 
-# KEYS: scores list, went-up flags list, sequence counter.
-# ARGV: p (repr), target_share, window, initial tau, warmup, limit.
-# Mirrors WindowSpec.quantile and MemoryWindow.step line by line; floats go back as %.17g strings
-# because Redis truncates Lua numbers to integers in replies.
+# KEYS: scores (sorted set: member = decision seq, score = p), went-up flags (list), sequence
+# counter, count of "1" flags. ARGV: p (repr), target_share, window, initial tau, warmup, limit.
+# Mirrors WindowSpec.quantile and MemoryWindow.step: the sorted set gives the quantile by rank in
+# O(log window), the oldest score leaves by its seq. Floats go back as %.17g strings because Redis
+# truncates Lua numbers to integers in replies.
 _STEP_LUA = """
-local p = tonumber(ARGV[1])
 local share = tonumber(ARGV[2])
 local window = tonumber(ARGV[3])
 local tau = tonumber(ARGV[4])
 local warmup = tonumber(ARGV[5])
 local limit = tonumber(ARGV[6])
-local scores = redis.call('LRANGE', KEYS[1], 0, -1)
-local n = #scores
+local n = redis.call('ZCARD', KEYS[1])
 if n >= math.max(warmup, 1) then
-  local ranked = {}
-  for i = 1, n do ranked[i] = tonumber(scores[i]) end
-  table.sort(ranked)
-  tau = ranked[math.min(math.floor(share * n), n - 1) + 1]
+  local k = math.min(math.floor(share * n), n - 1)
+  tau = tonumber(redis.call('ZRANGE', KEYS[1], k, k, 'WITHSCORES')[2])
 end
-local flags = redis.call('LRANGE', KEYS[2], 0, -1)
-local ups = 0
-for i = 1, #flags do if flags[i] == '1' then ups = ups + 1 end end
-local wants_up = p < tau
+local ups = tonumber(redis.call('GET', KEYS[4]) or '0')
+local wants_up = tonumber(ARGV[1]) < tau
 local capped = wants_up and (ups + 1 > limit)
 local went_up = wants_up and not capped
-redis.call('RPUSH', KEYS[1], ARGV[1])
-redis.call('LTRIM', KEYS[1], -window, -1)
+local seq = redis.call('INCR', KEYS[3])
+redis.call('ZADD', KEYS[1], ARGV[1], tostring(seq))
+if seq > window then redis.call('ZREM', KEYS[1], tostring(seq - window)) end
 local kept = 0
 if window > 1 then
-  if #flags == window - 1 and flags[1] == '1' then ups = ups - 1 end
-  if went_up then ups = ups + 1 end
   redis.call('RPUSH', KEYS[2], went_up and '1' or '0')
-  redis.call('LTRIM', KEYS[2], -(window - 1), -1)
-  kept = math.min(#flags + 1, window - 1)
+  if went_up then ups = ups + 1 end
+  kept = redis.call('LLEN', KEYS[2])
+  if kept > window - 1 then
+    if redis.call('LPOP', KEYS[2]) == '1' then ups = ups - 1 end
+    kept = kept - 1
+  end
+  redis.call('SET', KEYS[4], ups)
 end
-local seq = redis.call('INCR', KEYS[3])
 local ratio = 0
 if kept > 0 then ratio = ups / kept end
 return {string.format('%.17g', tau), capped and 1 or 0, went_up and 1 or 0,
@@ -172,8 +170,10 @@ def _masked(url: str) -> str:
 class RedisWindow:
     """The window in Redis under ``introroute:budget:{key}:*``, shared by every router using ``key``.
 
-    ``timeout_ms`` bounds each Redis call (the decision is on the request's critical path);
-    after a failure the local fallback window decides for ``retry_s`` before Redis is tried again.
+    ``timeout_ms`` bounds each Redis call: the decision is on the request's critical path (and,
+    since policies are synchronous, on the event loop of an async caller such as the proxy; one
+    round trip to a nearby Redis is well under a millisecond). After a failure the local fallback
+    window decides for ``retry_s`` before Redis is tried again.
     """
 
     def __init__(
@@ -202,8 +202,8 @@ class RedisWindow:
         except ValueError as exc:
             raise PolicyError(f"store.url: {exc}") from None
         self._script = self._client.register_script(_STEP_LUA)
-        prefix = f"introroute:budget:{{{key}}}"  # one hash slot: the script may touch all three keys
-        self._keys = [f"{prefix}:scores", f"{prefix}:went_up", f"{prefix}:seq"]
+        prefix = f"introroute:budget:{{{key}}}"  # one hash slot: the script touches all four keys
+        self._keys = [f"{prefix}:scores", f"{prefix}:went_up", f"{prefix}:seq", f"{prefix}:ups"]
         self._local = MemoryWindow(spec)
         self._down_until = 0.0
         self._lock = threading.Lock()
@@ -241,7 +241,7 @@ class RedisWindow:
 
     def current_tau(self) -> float:
         try:
-            scores = [float(s) for s in self._client.lrange(self._keys[0], 0, -1)]
+            scores = [score for _, score in self._client.zrange(self._keys[0], 0, -1, withscores=True)]
         except self._errors:
             return self._local.current_tau()
         return self.spec.quantile(scores)
