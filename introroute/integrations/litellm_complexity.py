@@ -147,13 +147,13 @@ class MessageGuard(CustomLogger):
         return data
 
 
-_LAZY = {"classifier": lambda: _startup_classifier(), "message_guard": lambda: MessageGuard()}
-
-
 def _startup_classifier() -> IntrorouteClassifier:
     plugin = IntrorouteClassifier()
     plugin.router()  # config errors stop the proxy at start-up, naming the file and key
     return plugin
+
+
+_LAZY: dict[str, Any] = {"classifier": _startup_classifier, "message_guard": MessageGuard}
 
 
 def __getattr__(name: str) -> Any:
