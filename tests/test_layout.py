@@ -20,7 +20,15 @@ import introroute
 PACKAGE = Path(introroute.__file__).parent
 ROOT_INIT = "introroute.__init__"  # the public API: re-exports of the online path only
 CONTRACTS = {"introroute.errors", "introroute.messages", "introroute.scoring"}
-ONLINE = {ROOT_INIT, *CONTRACTS, "introroute.router", "introroute.gatekeeper", "introroute.policies"}
+ONLINE = {
+    ROOT_INIT,
+    *CONTRACTS,
+    "introroute.router",
+    "introroute.gatekeeper",
+    "introroute.policies",
+    "introroute.server",
+    "introroute.integrations",
+}
 OFFLINE = [
     "introroute.data",
     "introroute.training",
@@ -38,7 +46,11 @@ MAY_IMPORT: dict[str, set[str]] = {
     "introroute.scoring": set(),
     "introroute.policies": {"introroute.errors"},
     "introroute.gatekeeper": CONTRACTS,
-    "introroute.router": CONTRACTS | {"introroute.policies", "introroute.gatekeeper"},
+    "introroute.router": CONTRACTS
+    | {"introroute.policies", "introroute.gatekeeper", "introroute.server.client"},
+    # the gatekeeper as its own service (``introroute serve``) and LiteLLM's classifier plugin
+    "introroute.server": CONTRACTS | {"introroute.router", "introroute.gatekeeper"},
+    "introroute.integrations": CONTRACTS | {"introroute.router"},
     "introroute.data": ONLINE | {"introroute.evaluation.metrics"},
     "introroute.training": ONLINE | {"introroute.data", "introroute.evaluation.metrics"},
     "introroute.evaluation": ONLINE | {"introroute.data"},

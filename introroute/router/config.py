@@ -9,6 +9,7 @@ Schema (YAML)::
 
     name: default                     # served as litellm model "introroute/default"
     gatekeeper:                       # optional; lazily loaded IntroLM
+      url: null                       # an `introroute serve` address instead (no torch here)
       base: smollm2-135m-instruct     # packaged name, HF directory or .gguf path
       adapter: null                   # adapter directory (null: the packaged default)
       max_context: 2048
@@ -101,8 +102,16 @@ class _Strict(BaseModel):
 
 
 class GatekeeperConfig(_Strict):
-    """How to build the IntroLM gatekeeper (loaded lazily, on the first request that needs it)."""
+    """How to build the IntroLM gatekeeper (loaded lazily, on the first request that needs it).
 
+    ``url``: score through an ``introroute serve`` server instead; the process then never loads
+    torch (``base``/``adapter``/``max_context``/``threads`` belong to the server, so they are
+    errors here) and ``timeout_ms`` bounds each HTTP call.
+    """
+
+    url: str | None = Field(
+        default=None, pattern=r"^https?://[^\s/]+", description="introroute serve address"
+    )
     base: str = "smollm2-135m-instruct"
     adapter: str | None = None
     max_context: int | None = Field(default=None, gt=0)
@@ -111,6 +120,16 @@ class GatekeeperConfig(_Strict):
     calibration: dict[str, CalibrationConfig] | None = Field(
         default=None, description="per-target map applied to the scores before the policy decides"
     )
+
+    @model_validator(mode="after")
+    def _remote_is_configured_by_its_server(self) -> GatekeeperConfig:
+        if self.url is not None:
+            local = sorted({"base", "adapter", "max_context", "threads"} & self.model_fields_set)
+            if local:
+                raise ValueError(
+                    f"{local} configure the model of a local gatekeeper; with url the server owns them"
+                )
+        return self
 
 
 class Price(_Strict):
@@ -362,6 +381,14 @@ class RouterConfig(_Strict):
                     raise ValueError(f"fallbacks.{source}: {target!r} is not another tier; {expected}")
         if self.fail_safe is not None and self.fail_safe not in names:
             raise ValueError(f"fail_safe: unknown tier {self.fail_safe!r}; {expected}")
+        if (
+            self.gatekeeper is not None
+            and self.gatekeeper.url is not None
+            and any(t.local for t in self.tiers)
+        ):
+            raise ValueError(
+                "gatekeeper.url: a remote gatekeeper cannot generate, so no tier may omit litellm_params"
+            )
         # An error, not a warning: a calibrated target no tier uses is almost always a misspelt
         # target name, and the target that was meant would silently stay uncalibrated.
         targets = sorted({t.target for t in self.tiers})
@@ -417,7 +444,8 @@ def load_config(
         build_policy(config.policy.type, dict(config.policy.params))
     except PolicyError as exc:
         raise ConfigError(redactor.redact(f"{origin}: policy: {exc}")) from None
-    if check_heads and config.gatekeeper is not None:
+    # a remote gatekeeper (``url``) owns its adapter: its heads are known to the server, not here
+    if check_heads and config.gatekeeper is not None and config.gatekeeper.url is None:
         try:
             known = heads.configured_heads(config.gatekeeper)
             if known is not None:

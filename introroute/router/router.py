@@ -81,6 +81,11 @@ class _Plan:
     overrides: list[str] = field(default_factory=list)
 
 
+def _is_remote(scorer: Scorer | None) -> bool:
+    """A scorer with a native async path (``introroute serve``'s client) is called without the worker."""
+    return scorer is not None and callable(getattr(type(scorer), "ascores", None))
+
+
 def estimate_tokens(messages: Any) -> int:
     """~4 characters per token: only for cost estimates when the gatekeeper did not count."""
     try:
@@ -127,9 +132,9 @@ class Router:
             except Exception:  # a scorer that cannot list its targets is checked per request
                 return
             known = heads.scorer_heads(targets, f"the gatekeeper {type(gatekeeper).__name__}")
-        elif self.config.gatekeeper is not None:
+        elif self.config.gatekeeper is not None and self.config.gatekeeper.url is None:
             known = heads.required_heads(self.config.gatekeeper)
-        else:
+        else:  # no gatekeeper, or a remote one whose server owns the heads
             return
         heads.check_targets(self.config, known, where)
 
@@ -151,17 +156,26 @@ class Router:
                 "gatekeeper cannot generate (no prefill/generate_from) to serve it"
             )
         timeout_ms = spec.timeout_ms if spec else None
-        return Gatekeeping(
+        kind = Gatekeeping
+        if (gatekeeper is None and spec is not None and spec.url) or _is_remote(gatekeeper):
+            from introroute.server.client import RemoteGatekeeping  # httpx only: no torch
+
+            kind = RemoteGatekeeping
+        return kind(
             factory,
             keep_prefill=self._local_name is not None,
             timeout_s=timeout_ms / 1000.0 if timeout_ms else None,
         )
 
     def _load_gatekeeper(self) -> Scorer:
-        from introroute.gatekeeper import IntroLM  # torch: imported only when a request needs it
-
         spec = self.config.gatekeeper
         assert spec is not None
+        if spec.url:
+            from introroute.server.client import RemoteScorer
+
+            return RemoteScorer(spec.url, timeout_s=spec.timeout_ms / 1000.0 if spec.timeout_ms else None)
+        from introroute.gatekeeper import IntroLM  # torch: imported only when a request needs it
+
         return IntroLM.from_pretrained(
             spec.adapter, base=spec.base, max_context=spec.max_context, threads=spec.threads
         )
@@ -283,6 +297,11 @@ class Router:
         """Score and decide without calling any model (dry run; stateful policies do count it)."""
         request = _Request.parse({**kwargs, "messages": messages})
         return self._decision(self._plan(request, self._score(request)), None)
+
+    async def aroute(self, messages: Any, **kwargs: Any) -> Decision:
+        """Async :meth:`route`: what a LiteLLM classifier plugin asks (it dispatches by itself)."""
+        request = _Request.parse({**kwargs, "messages": messages})
+        return self._decision(self._plan(request, await self._ascore(request)), None)
 
     def _decision(
         self, plan: _Plan | None, attempts: Attempts | None, *, unserialisable: str | None = None

@@ -1,0 +1,1 @@
+"""Ways to use introroute from other systems' extension points (LiteLLM's complexity router, ...)."""

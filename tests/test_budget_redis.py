@@ -1,0 +1,204 @@
+"""The ``budget`` policy's window in Redis: shared by routers in two processes, identical to one
+in-memory window fed the same decisions, the cap held across replicas, and a Redis outage that
+neither stops routing nor leaks the store's password.
+
+A real ``redis-server`` (Debian package ``redis-server``) runs on 127.0.0.1 on a free port without
+persistence. Without the binary the tests skip, except in CI (``CI=true``), where they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+from server_support import ROOT, free_port, mocked_tiers, stop, subprocess_env
+
+from introroute.errors import ConfigError, PolicyError
+from introroute.policies import RequestContext, TierInfo
+from introroute.policies.budget import BudgetPolicy
+from introroute.router import Router
+
+pytest.importorskip("redis")
+import redis
+
+TIERS = (TierInfo("local", "self", local=True), TierInfo("large", "gpt-4"))
+CONTEXT = RequestContext(tiers=TIERS)
+PARAMS = {"target_share": 0.2, "window": 40, "tau": 0.5, "warmup": 10}
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("redis-server is not installed (CI must install it: .ci/run does)")
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    args += ["--dir", str(workdir)]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                stop(process)
+                pytest.fail(f"redis-server did not answer on port {port} within 20 s")
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    stop(process)
+
+
+def _store(url: str, key: str, **extra) -> dict:
+    return {"backend": "redis", "url": url, "key": key, **extra}
+
+
+def _replay(ps: list[float], policy: BudgetPolicy | None = None) -> list[tuple[bool, float, float]]:
+    """(went up, tau, share) per decision of ``policy`` (default: a fresh in-memory one)."""
+    policy = policy or BudgetPolicy(**PARAMS)
+    out = []
+    for p in ps:
+        choice = policy.decide({"self": p, "gpt-4": 0.9}, CONTEXT)
+        out.append((choice.tier == "large", choice.detail["tau"], choice.detail["share"]))
+    return out
+
+
+def _every_window_within_the_cap(went_up: list[bool], window: int, limit: int) -> bool:
+    return all(sum(went_up[i : i + window]) <= limit for i in range(max(1, len(went_up) - window + 1)))
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        PARAMS,
+        {"target_share": 1.0, "window": 1, "tau": 0.5, "warmup": 0},
+        {"target_share": 0.5, "window": 2, "tau": 0.3, "warmup": 0},
+        {"target_share": 0.3, "window": 7, "tau": 0.9, "warmup": 3},
+    ],
+    ids=["default", "window-1", "window-2", "window-7"],
+)
+def test_a_redis_window_decides_exactly_like_an_in_memory_one(redis_url, params):
+    rng = random.Random(7)
+    ps = [rng.random() ** 2 if i < 150 else rng.random() for i in range(300)]  # a shift in traffic
+    ps[10:20] = [0.25] * 10  # ties
+    key = f"equivalence-{params['window']}"
+    shared, memory = BudgetPolicy(**params, store=_store(redis_url, key)), BudgetPolicy(**params)
+    seqs = []
+    for p, expected in zip(ps, _replay(ps, memory), strict=True):
+        choice = shared.decide({"self": p, "gpt-4": 0.9}, CONTEXT)
+        assert (choice.tier == "large", choice.detail["tau"], choice.detail["share"]) == expected
+        assert choice.detail["store"] == "redis"
+        seqs.append(choice.detail["seq"])
+    assert seqs == list(range(1, 301))
+    assert shared.current_tau() == memory.current_tau()
+
+
+CHILD = """
+import json, sys
+from router_support import FakeGatekeeper
+from introroute import decision
+from introroute.router import Router
+
+config = json.loads(sys.argv[1])
+gatekeeper = FakeGatekeeper(lambda messages: {"self": float(messages[-1]["content"]), "gpt-4": 0.9})
+router = Router.from_dict(config, gatekeeper=gatekeeper)
+out = []
+for p in json.loads(sys.argv[2]):
+    d = decision(router.completion(messages=[{"role": "user", "content": repr(p)}]))
+    out.append({"p": p, "tier": d.tier, "tau": d.policy_detail["tau"], "seq": d.policy_detail["seq"],
+                "store": d.policy_detail["store"], "url": d.policy_params["store"]["url"]})
+print(json.dumps(out))
+"""
+
+
+def test_two_routers_in_two_processes_share_one_budget(redis_url, monkeypatch):
+    monkeypatch.setenv("BUDGET_REDIS_URL", redis_url)
+    config = {
+        "name": "replica",
+        "tiers": mocked_tiers("local", "large"),
+        "policy": {
+            "type": "budget",
+            "params": {
+                **PARAMS,
+                "store": {"backend": "redis", "url": "${BUDGET_REDIS_URL}", "key": "two-procs"},
+            },
+        },
+    }
+    rng = random.Random(11)
+    per_process = [[round(rng.random(), 6) for _ in range(80)] for _ in range(2)]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, json.dumps(config), json.dumps(ps)],
+            cwd=ROOT,
+            env=subprocess_env(BUDGET_REDIS_URL=redis_url),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for ps in per_process
+    ]
+    outputs = []
+    for child in children:
+        stdout, stderr = child.communicate(timeout=300)
+        assert child.returncode == 0, stderr[-3000:]
+        outputs.append(json.loads(stdout.strip().splitlines()[-1]))
+    merged = sorted((r for out in outputs for r in out), key=lambda r: r["seq"])
+    assert [r["seq"] for r in merged] == list(range(1, 161))  # one window, one order, no gaps
+    assert {r["store"] for r in merged} == {"redis"}
+    assert {r["url"] for r in merged} == {"***"}  # ${BUDGET_REDIS_URL} is a secret in decisions
+    went_up = [r["tier"] == "large" for r in merged]
+    # The shared window is one in-memory window fed the decisions in Redis's order ...
+    replayed = [(up, tau) for up, tau, _ in _replay([r["p"] for r in merged])]
+    assert list(zip(went_up, [r["tau"] for r in merged], strict=True)) == replayed
+    # ... so the cap holds for the deployment, not just per replica.
+    limit = int(PARAMS["target_share"] * PARAMS["window"])
+    assert _every_window_within_the_cap(went_up, PARAMS["window"], limit)
+    assert all(any(r["tier"] == "large" for r in out) for out in outputs)  # both replicas sent some up
+
+
+def test_an_unreachable_redis_falls_back_to_a_local_window_quickly(caplog):
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    policy = BudgetPolicy(**PARAMS, store=_store(url, "down", timeout_ms=200, retry_s=60))
+    assert policy.store == {
+        "backend": "redis",
+        "url": f"redis://:***@127.0.0.1:{url.split(':')[-1]}",
+        "key": "down",
+    }
+    started = time.perf_counter()
+    with caplog.at_level(logging.WARNING, logger="introroute.policies.budget_store"):
+        choices = [policy.decide({"self": p / 30, "gpt-4": 0.9}, CONTEXT) for p in range(30)]
+    assert time.perf_counter() - started < 2.0  # one failed connect, then no retries for retry_s
+    assert {c.detail["store"] for c in choices} == {"memory (redis unavailable)"}
+    decided = [(c.tier == "large", c.detail["tau"], c.detail["share"]) for c in choices]
+    assert decided == _replay([p / 30 for p in range(30)])
+    warnings = [r for r in caplog.records if "unavailable" in r.getMessage()]
+    assert len(warnings) == 1 and "hunter2" not in warnings[0].getMessage()
+    assert "hunter2" not in repr(policy)
+
+
+def test_store_options_are_validated():
+    with pytest.raises(PolicyError, match=r"store\.url: required"):
+        BudgetPolicy(store={"backend": "redis"})
+    with pytest.raises(PolicyError, match=r"unknown key\(s\) \['host'\]"):
+        BudgetPolicy(store={"backend": "redis", "url": "redis://127.0.0.1", "host": "x"})
+    with pytest.raises(PolicyError, match=r"store\.backend must be 'memory' or 'redis'"):
+        BudgetPolicy(store={"backend": "memcached"})
+    assert BudgetPolicy(store="memory").store == {"backend": "memory"}
+    config = {
+        "name": "bad-store",
+        "tiers": [{"name": "only", "target": "self", "litellm_params": {"model": "openai/x"}}],
+        "policy": {"type": "budget", "params": {"store": {"backend": "redis", "url": "nope://"}}},
+    }
+    with pytest.raises(ConfigError, match=r"policy: store\.url"):
+        Router.from_dict(config)
