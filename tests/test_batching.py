@@ -57,6 +57,19 @@ def test_a_lone_item_waits_at_most_max_wait_for_company():
     batcher.close()
 
 
+def test_callers_that_come_one_at_a_time_do_not_wait_for_company():
+    batcher = MicroBatcher(Gate(), max_batch_size=8, max_wait_s=0.05)
+    latencies = []
+    for i in range(8):
+        start = time.perf_counter()
+        batcher.submit(i).future.result(5)
+        latencies.append(time.perf_counter() - start)
+        time.sleep(0.1)
+    assert latencies[0] >= 0.04  # nothing known yet about arrivals: it waits
+    assert latencies[-1] < 0.04  # arrivals 0.1 s apart: waiting 0.05 s would gain nothing
+    batcher.close()
+
+
 def test_a_failing_batch_fails_each_of_its_items():
     def explode(items):
         raise ValueError("boom")
@@ -89,6 +102,19 @@ def test_admission_sheds_up_front_when_the_expected_wait_exceeds_the_budget():
     assert batcher.depth() == 3
     gate.open.set()
     assert running.result(5).value == 0
+    batcher.close()
+
+
+def test_an_idle_worker_admits_despite_a_pessimistic_estimate():
+    gate = Gate(blocked=True)
+    batcher = MicroBatcher(gate, max_wait_s=0.0)
+    batcher.cost.observe(1, 10.0)  # e.g. a warm-up that ran while the machine was swamped
+    probe = batcher.submit(0, budget_s=0.1)
+    assert probe.future is not None  # nothing ahead of it: its forward re-measures the cost
+    assert gate.started.wait(5)
+    assert batcher.submit(1, budget_s=0.1).future is None  # behind it, the estimate rules
+    gate.open.set()
+    probe.future.result(5)
     batcher.close()
 
 

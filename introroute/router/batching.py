@@ -10,7 +10,10 @@ that state. The whole mechanism is small:
   ``concurrent.futures.Future``; threads wait on it with a timeout, coroutines await
   ``asyncio.wrap_future`` of it, so the event loop never runs (or waits on) a forward pass;
 - one worker thread takes the oldest items, up to ``max_batch_size``, waiting at most ``max_wait_s``
-  after the oldest arrived for more to join, and runs them as one call of the batch function;
+  after the oldest arrived for more to join, and runs them as one call of the batch function.
+  It waits only while items arrive closer together than that (a running average of the gaps):
+  a lone caller, or callers that come one at a time, would wait for company that never comes;
+  callers that pile up while a batch runs join the next one anyway;
 - a :class:`CostModel` learns how long a batch takes from the batches it ran, so
   :meth:`MicroBatcher.submit` can refuse up front an item whose expected completion is past its
   budget, or any item once ``max_queue`` are waiting (the queue, and so memory, stays bounded).
@@ -135,6 +138,8 @@ class MicroBatcher(Generic[Item]):
         self._cond = threading.Condition()
         self._flight: tuple[float, float] | None = None  # (start, estimated seconds) of the running batch
         self._closed = False
+        self._last_arrival: float | None = None
+        self._arrival_gap = 0.0  # running average of the time between submits
         self.batches = 0
         self.items = 0
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
@@ -157,7 +162,11 @@ class MicroBatcher(Generic[Item]):
             if waiting >= self.max_queue:
                 return Admission(None, f"queue full ({waiting} requests waiting)")
             expected = self._expected_completion(cost, now)
-            if shed and budget_s is not None and expected > budget_s:
+            # An idle worker always admits: nothing is ahead of the item, and its own forward is
+            # what corrects a cost estimate that has become too pessimistic (otherwise a bad
+            # estimate would shed everything, forever, with nothing left to measure).
+            idle = self._flight is None and waiting == 0
+            if shed and budget_s is not None and expected > budget_s and not idle:
                 return Admission(
                     None,
                     f"expected wait {expected * 1000:.0f} ms exceeds the {budget_s * 1000:.0f} ms budget "
@@ -165,6 +174,9 @@ class MicroBatcher(Generic[Item]):
                     expected,
                 )
             entry = _Entry(item, float(cost), now, now + budget_s if budget_s is not None else None)
+            if self._last_arrival is not None:
+                self._arrival_gap = 0.8 * self._arrival_gap + 0.2 * (now - self._last_arrival)
+            self._last_arrival = now
             self._queue.append(entry)
             self._cond.notify()
         return Admission(entry.future, None, expected)
@@ -176,7 +188,7 @@ class MicroBatcher(Generic[Item]):
 
     def _expected_completion(self, cost: float, now: float) -> float:
         """The running batch's remaining time plus every batch up to and including the new item's."""
-        total = self.max_wait_s  # the next batch may wait this long for company
+        total = self._gather_wait()  # the next batch may wait this long for company
         if self._flight is not None:
             start, estimate = self._flight
             # A batch past its estimate is assumed to run on for as long as it has overrun:
@@ -186,6 +198,10 @@ class MicroBatcher(Generic[Item]):
         for start in range(0, len(costs), self.max_batch_size):
             total += self.cost.estimate(batch_units(costs[start : start + self.max_batch_size]))
         return total
+
+    def _gather_wait(self) -> float:
+        """``max_wait_s`` while items arrive closer together than that, else no wait at all."""
+        return self.max_wait_s if self._arrival_gap < self.max_wait_s else 0.0
 
     def depth(self) -> int:
         """Items waiting (not yet in a batch)."""
@@ -214,7 +230,7 @@ class MicroBatcher(Generic[Item]):
                     return None
                 # Let the batch fill until max_wait after its oldest item arrived (items that
                 # waited behind the previous batch therefore do not wait again).
-                gather_until = self._queue[0].enqueued + self.max_wait_s
+                gather_until = self._queue[0].enqueued + self._gather_wait()
                 while len(self._queue) < self.max_batch_size and not self._closed:
                     left = gather_until - time.perf_counter()
                     if left <= 0:

@@ -120,11 +120,13 @@ class Gatekeeping:
         return gatekeeper if isinstance(gatekeeper, LocalModel) else None
 
     def _warm_up(self, gatekeeper: Scorer) -> None:
-        """Run two small batches before serving: first-call costs are paid here, not by a request,
-        and the batcher's cost model starts from measured batch times instead of none."""
+        """Run small batches before serving: first-call costs (allocations, kernel selection) are
+        paid here, not by a request, and the batcher's cost model starts from measured batch
+        times (the cold first one not among them) instead of none."""
         if not isinstance(gatekeeper, BatchScorer):
             return
         prompt = gatekeeper.encode(_WARM_UP)
+        self._forward(gatekeeper, [prompt])
         for rows in sorted({1, min(4, self.options.max_batch_size)}):
             start = time.perf_counter()
             self._forward(gatekeeper, [prompt] * rows)
@@ -135,40 +137,28 @@ class Gatekeeping:
     def score(self, messages: Messages) -> Scoring:
         """Score on the worker, waiting at most the budget; any failure becomes a fail-safe reason."""
         start = time.perf_counter()
+        pending = self._admit(messages, start, 0.0 if self.timeout_s is not None else None)
+        if pending.future is None:
+            return self._outcome(pending.done, start)
         try:
-            gatekeeper = self._loader.get(0.0 if self.timeout_s is not None else None)
-        except Unavailable as exc:
-            return self._count(self._failed(exc, start))
-        pending = self._submit(gatekeeper, messages, start)
-        if pending.done is not None:
-            return self._count(pending.done)
-        assert pending.future is not None
-        try:
-            batched = pending.future.result(timeout=self._left(start))
+            return self._outcome(pending.future.result(timeout=self._left(start)), start)
         except Exception as exc:
             pending.future.cancel()  # a no-op once its batch runs; drops it from the queue otherwise
-            return self._count(self._failed(exc, start))
-        return self._count(self._scored(batched, start))
+            return self._outcome(exc, start)
 
     async def ascore(self, messages: Messages) -> Scoring:
         """:meth:`score` for coroutines: the loop awaits the worker's future, never the model."""
         start = time.perf_counter()
+        if self.timeout_s is None and self._loader.state != "ready":
+            await asyncio.to_thread(self._loader.start, wait=True)  # unbudgeted: wait for the load
+        pending = self._admit(messages, start, 0.0)
+        if pending.future is None:
+            return self._outcome(pending.done, start)
         try:
-            if self.timeout_s is None and self._loader.state != "ready":
-                gatekeeper = await asyncio.to_thread(self._loader.get, None)  # wait for the load
-            else:
-                gatekeeper = self._loader.get(0.0)
-        except Unavailable as exc:
-            return self._count(self._failed(exc, start))
-        pending = self._submit(gatekeeper, messages, start)
-        if pending.done is not None:
-            return self._count(pending.done)
-        assert pending.future is not None
-        try:
-            batched = await asyncio.wait_for(asyncio.wrap_future(pending.future), self._left(start))
+            waiting = asyncio.wrap_future(pending.future)
+            return self._outcome(await asyncio.wait_for(waiting, self._left(start)), start)
         except Exception as exc:  # on timeout wait_for cancels the future, which unqueues it
-            return self._count(self._failed(exc, start))
-        return self._count(self._scored(batched, start))
+            return self._outcome(exc, start)
 
     def _left(self, start: float) -> float | None:
         """Seconds left of the budget of a request that started at ``start`` (None: no budget)."""
@@ -176,9 +166,10 @@ class Gatekeeping:
             return None
         return max(0.0, self.timeout_s - (time.perf_counter() - start))
 
-    def _submit(self, gatekeeper: Scorer, messages: Messages, start: float) -> _Pending:
+    def _admit(self, messages: Messages, start: float, load_timeout: float | None) -> _Pending:
         """Encode and queue one request, or decide at once that it will not be scored."""
         try:
+            gatekeeper = self._loader.get(load_timeout)
             if isinstance(gatekeeper, BatchScorer):
                 prompt = gatekeeper.encode(messages)
                 item, cost = (prompt, messages), float(len(prompt.ids))
@@ -264,7 +255,15 @@ class Gatekeeping:
             Scoring(failure=f"gatekeeper error: {type(exc).__name__}: {exc}", reason="error"), start
         )
 
-    def _count(self, scoring: Scoring) -> Scoring:
+    def _outcome(self, result: Batched | Scoring | BaseException | None, start: float) -> Scoring:
+        """The request's final Scoring (from its batch, an early decision, or an error), counted."""
+        if isinstance(result, Batched):
+            scoring = self._scored(result, start)
+        elif isinstance(result, BaseException):
+            scoring = self._failed(result, start)
+        else:
+            assert result is not None
+            scoring = result
         with self._counts_lock:
             self._counts[scoring.reason or "scored"] += 1
         return scoring

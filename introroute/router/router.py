@@ -25,7 +25,7 @@ from introroute.router import api, local_tier
 from introroute.router.config import RouterConfig, TierConfig, load_config
 from introroute.router.decision import Decision, attach
 from introroute.router.dispatch import Attempts
-from introroute.router.gatekeeping import BatchingOptions, Gatekeeping, Scoring
+from introroute.router.gatekeeping import SHED_REASONS, BatchingOptions, Gatekeeping, Scoring
 from introroute.router.routing_log import RoutingLog
 from introroute.router.secrets import Redactor
 from introroute.scoring import LocalModel, Scorer
@@ -208,8 +208,13 @@ class Router:
                 failure, choice = f"policy error: {type(exc).__name__}: {exc}", None
                 reason = "policy_error"
         if failure is not None:
-            logger.warning(
-                "introroute %s: %s; using fail-safe tier", self.name, self._redactor.redact(failure)
+            # Shedding is the designed answer to load, counted in stats(): a warning per shed
+            # request would flood the log exactly when the machine has least time for it.
+            logger.log(
+                logging.DEBUG if reason in SHED_REASONS else logging.WARNING,
+                "introroute %s: %s; using fail-safe tier",
+                self.name,
+                self._redactor.redact(failure),
             )
         tier = choice.tier if choice else self.config.fail_safe_tier
         names, overrides = self._order(tier, bool(request.tools))
@@ -238,6 +243,11 @@ class Router:
         """Score and decide without calling any model (dry run; stateful policies do count it)."""
         request = _Request.parse({**kwargs, "messages": messages})
         return self._decision(self._plan(request, self._score(request)), None)
+
+    async def aroute(self, messages: Any, **kwargs: Any) -> Decision:
+        """Async :meth:`route`: scores off the event loop and decides without calling any model."""
+        request = _Request.parse({**kwargs, "messages": messages})
+        return self._decision(self._plan(request, await self._ascore(request)), None)
 
     def _decision(self, plan: _Plan, attempts: Attempts | None) -> Decision:
         tier = attempts.tier if attempts else plan.order[0]

@@ -28,6 +28,7 @@ class RoutingLog:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._dir_made = False  # one mkdir, not one per record (a syscall per request)
 
     def write(
         self,
@@ -51,7 +52,9 @@ class RoutingLog:
         line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
         try:
             with self._lock:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                if not self._dir_made:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    self._dir_made = True
                 with self.path.open("a", encoding="utf-8") as f:
                     f.write(line)
         except OSError as exc:
