@@ -75,3 +75,28 @@ class LocalModel(Protocol):
     ) -> Generation | GenerationStream:
         """Continue decoding from ``prefill`` (used once: its cache is consumed)."""
         ...
+
+
+@runtime_checkable
+class BatchScorer(Protocol):
+    """A scorer that scores many requests in one forward pass (IntroLM does).
+
+    The router's micro-batcher encodes each request on its caller's thread (``encode``, which
+    returns an object with the prompt's token ``ids``: their count is the request's cost), then
+    runs the encoded prompts of concurrent requests together.
+    """
+
+    @property
+    def targets(self) -> list[str]: ...
+
+    def encode(self, messages: Messages) -> Any:
+        """Validate and tokenise ``messages``; raises on messages it cannot score."""
+        ...
+
+    def scores_encoded(self, prompts: Sequence[Any]) -> list[dict[str, float]]:
+        """One score dict per encoded prompt, from one forward."""
+        ...
+
+    def prefill_batch(self, prompts: Sequence[Any]) -> list[Any]:
+        """One prefill (as :meth:`LocalModel.prefill` returns) per encoded prompt, from one forward."""
+        ...

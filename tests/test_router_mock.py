@@ -126,11 +126,20 @@ def test_gatekeeper_over_time_budget_routes_to_fail_safe_without_waiting():
     assert time.perf_counter() - start < 0.45
     assert d.tier == "large"
     assert d.fail_safe_reason == "gatekeeper exceeded its time budget of 50 ms"
+    assert d.reason == "timeout" and 50 <= d.gatekeeper_ms < 400
 
     async def scored_async():
         return introroute.decision(await router.acompletion(messages=QUESTION))
 
-    assert asyncio.run(scored_async()).fail_safe_reason == d.fail_safe_reason
+    # The worker is still busy with the first forward (0.6 s): the next request is shed at once
+    # instead of waiting its whole budget first.
+    shed = asyncio.run(scored_async())
+    assert (shed.tier, shed.reason) == ("large", "overload")
+    assert shed.fail_safe_reason.startswith("gatekeeper overloaded: expected wait")
+    assert shed.gatekeeper_ms < 25  # decided up front, not after the 50 ms budget
+    stats = router.stats()
+    assert (stats["scored"], stats["shed"], stats["failed"]) == (0, 1, 1)
+    assert stats["by_reason"] == {"overload": 1, "timeout": 1}
 
 
 # Raw self=0.9 routes locally at tau=0.5; sigmoid(logit(0.9) - 3) = 0.31 does not. Raw self=0.2

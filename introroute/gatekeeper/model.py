@@ -29,6 +29,7 @@ from transformers import AddedToken, AutoModelForCausalLM, DynamicCache, PreTrai
 
 from introroute.errors import GatekeeperError, UnknownTargetError
 from introroute.gatekeeper.config import IntroConfig
+from introroute.gatekeeper.fastpath import IntroView
 from introroute.gatekeeper.generation import DecodeState, SamplingParams, decode
 from introroute.gatekeeper.loading import BaseModel
 from introroute.gatekeeper.prompting import PromptIds, encode_prompt
@@ -65,7 +66,7 @@ class Prefill:
 class IntroOutput(NamedTuple):
     """What one scoring forward yields."""
 
-    logits: torch.Tensor  # LM logits of the kept positions
+    logits: torch.Tensor | None  # LM logits of the kept positions (None: none were asked for)
     head_logits: torch.Tensor  # [B, targets], before the sigmoid
     cache: DynamicCache | None  # the prompt positions' KV cache
     hidden: torch.Tensor  # final (normed) hidden states of the last prompt position and [INTRO]
@@ -113,6 +114,8 @@ class IntroLM(torch.nn.Module):
         self.pad_id = (
             self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
         )
+        # Inference scoring without PEFT's per-call overhead (introroute.gatekeeper.fastpath).
+        self._view = IntroView.build(peft_model, plain, intro_ids)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -161,6 +164,13 @@ class IntroLM(torch.nn.Module):
         intro_lm = cls(peft_model, plain, base, head, config, intro_ids, base_vocab_size)
         intro_lm.eval()
         return intro_lm
+
+    def _apply(self, fn: Any, recurse: bool = True) -> IntroLM:
+        """``.to()``/``.half()``/...: the fast-path view holds its own buffer references, so
+        it is rebuilt over the converted tensors."""
+        super()._apply(fn, recurse)
+        self._view = IntroView.build(self.peft_model, self.plain, self.intro_ids)
+        return self
 
     def train(self, mode: bool = True) -> IntroLM:
         """Switch modes; for inference, merge the [INTRO] embedding row into the weights.
@@ -273,30 +283,54 @@ class IntroLM(torch.nn.Module):
         finally:
             handle.remove()
 
-    def forward_batch(self, batch: Batch, logits_to_keep: int = 1, use_cache: bool = False) -> IntroOutput:
+    def _uses_view(self) -> bool:
+        """Inference calls take the fast path; training and ``disable_adapter()`` take PEFT's."""
+        return (
+            self._view is not None
+            and not self.training
+            and not torch.is_grad_enabled()
+            and self._view.usable()
+        )
+
+    def forward_batch(
+        self, batch: Batch, logits_to_keep: int | None = None, use_cache: bool = False
+    ) -> IntroOutput:
         """One adapter-active forward over prompt + introspective tokens.
 
         Activated LoRA changes only the introspective positions, so every prompt position (its
         logits and its KV cache) is computed exactly as by the base model. ``logits_to_keep``:
-        LM logits of that many last positions (0: all); the cache is cropped back to the prompt.
+        LM logits of that many last positions (0: all; None: none, as scoring needs none); the
+        cache is cropped back to the prompt.
         """
         k = len(self.intro_ids)
         intro, mask = self._intro_inputs(batch)
         ids = torch.cat([batch.input_ids, intro], dim=1)
-        with self._final_hidden(k + 1) as captured:
-            out = self.peft_model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=self._positions(mask),
-                cache=DynamicCache() if use_cache else None,
-                use_cache=use_cache,
-                logits_to_keep=logits_to_keep,
-            )
-        cache = out.cache if use_cache else None
+        positions = self._positions(mask)
+        cache = DynamicCache() if use_cache else None
+        logits = None
+        if self._uses_view():
+            assert self._view is not None
+            states = self._view(ids, mask, positions, cache)
+            hidden = states[:, -(k + 1) :]
+            if logits_to_keep is not None:
+                kept = states if logits_to_keep == 0 else states[:, -logits_to_keep:]
+                logits = self.plain.get_output_embeddings()(kept)
+        else:
+            with self._final_hidden(k + 1) as captured:
+                out = self.peft_model(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    cache=cache,
+                    use_cache=use_cache,
+                    logits_to_keep=1 if logits_to_keep is None else logits_to_keep,
+                )
+            hidden = captured[0]
+            cache = out.cache if use_cache else None
+            logits = None if logits_to_keep is None else out.logits
         if cache is not None:
             cache.crop(-k)  # keep the prompt positions only: exactly the base model's cache
-        hidden = captured[0]
-        return IntroOutput(out.logits, self.head(hidden[:, -k:].mean(dim=1)), cache, hidden)
+        return IntroOutput(logits, self.head(hidden[:, -k:].mean(dim=1)), cache, hidden)
 
     def next_token_logits(self, output: IntroOutput) -> torch.Tensor:
         """LM logits ``[B, V]`` at the last prompt position, for generation.
@@ -350,26 +384,52 @@ class IntroLM(torch.nn.Module):
         """Score ``messages`` and keep the prompt's KV cache, ready for :meth:`generate_from`."""
         started = time.perf_counter()
         prompt = self.encode(messages)
-        batch = self.collate([prompt])
         encoded = time.perf_counter()
+        prefill = self.prefill_batch([prompt])[0]
+        prefill.timings = {
+            "encode_s": encoded - started,
+            "forward_s": prefill.timings["forward_s"],
+            "total_s": time.perf_counter() - started,
+        }
+        return prefill
+
+    def prefill_batch(self, prompts: Sequence[PromptIds]) -> list[Prefill]:
+        """:meth:`prefill` for already encoded prompts, as one padded forward.
+
+        Each row gets its own KV cache (its padding cut off), so each can be continued by
+        :meth:`generate_from` independently; its scores equal an unbatched prefill's to fp32
+        rounding (the padded matrix products may round differently).
+        """
+        batch = self.collate(prompts)
+        started = time.perf_counter()
         with self._lock, torch.inference_mode():
             output = self.forward_batch(batch, use_cache=True)
             next_logits = self.next_token_logits(output)
-        done = time.perf_counter()
-        probs = self._probabilities(output.head_logits)[0]
-        return Prefill(
-            scores=dict(zip(self.targets, probs.tolist(), strict=True)),
-            cache=output.cache,
-            input_ids=batch.input_ids,
-            next_token_logits=next_logits,
-            truncated=prompt.truncated,
-            ignored_parts=prompt.ignored_parts,
-            timings={
-                "encode_s": encoded - started,
-                "forward_s": done - encoded,
-                "total_s": done - started,
-            },
-        )
+        forward_s = time.perf_counter() - started
+        assert output.cache is not None
+        probs = self._probabilities(output.head_logits)
+        caches = [output.cache] if len(prompts) == 1 else _split_cache(output.cache, batch.lengths)
+        width = batch.input_ids.shape[1]
+        return [
+            Prefill(
+                scores=dict(zip(self.targets, probs[row].tolist(), strict=True)),
+                cache=caches[row],
+                input_ids=batch.input_ids[row : row + 1, width - len(prompt.ids) :],
+                next_token_logits=next_logits[row : row + 1],
+                truncated=prompt.truncated,
+                ignored_parts=prompt.ignored_parts,
+                timings={"forward_s": forward_s},
+            )
+            for row, prompt in enumerate(prompts)
+        ]
+
+    def scores_encoded(self, prompts: Sequence[PromptIds]) -> list[dict[str, float]]:
+        """Scores of already encoded prompts, as one padded forward without a KV cache."""
+        batch = self.collate(prompts)
+        with self._lock, torch.inference_mode():
+            head_logits = self.forward_batch(batch).head_logits
+        probs = self._probabilities(head_logits)
+        return [dict(zip(self.targets, row.tolist(), strict=True)) for row in probs]
 
     def scores(self, messages: Messages) -> dict[str, float]:
         """P(success) for every target, from one prefill."""
@@ -464,6 +524,19 @@ class IntroLM(torch.nn.Module):
             prompt_tokens=prefill.prompt_tokens,
             completion_tokens=len(state.token_ids),
         )
+
+
+def _split_cache(cache: DynamicCache, lengths: torch.Tensor) -> list[DynamicCache]:
+    """One cache per row of a left-padded batch cache, without the padding positions (copies, so
+    the batch's tensors are freed once every row's prefill is)."""
+    caches = []
+    for row, length in enumerate(lengths.tolist()):
+        rows = [
+            (layer.keys[row : row + 1, :, -length:], layer.values[row : row + 1, :, -length:])
+            for layer in cache.layers
+        ]
+        caches.append(DynamicCache(ddp_cache_data=rows))
+    return caches
 
 
 def _plain_view(model: PreTrainedModel) -> PreTrainedModel:

@@ -14,7 +14,14 @@ Schema (YAML)::
       adapter: null                   # adapter directory (null: the packaged default)
       max_context: 2048
       threads: 2
-      timeout_ms: 500                 # over budget -> fail_safe tier
+      timeout_ms: 500                 # scoring budget (queue + forward); over it -> fail_safe tier
+      max_batch_size: 8               # concurrent requests scored in one padded forward
+      max_wait_ms: 2                  # how long a batch waits for more requests to join
+      max_queue: 128                  # requests waiting at most; more are shed to fail_safe
+      overload: shed                  # shed: fail_safe at once when the wait would pass the budget
+                                      # wait: queue anyway, up to the budget
+      load: startup                   # startup: the constructor loads the model; background: it
+                                      # does not, and budgeted requests are shed until it is loaded
       calibration:                    # optional; per gatekeeper target (introroute.router.calibration)
         gpt-4-1106-preview: {method: platt, a: 0.8, b: -0.3}
         self: {method: isotonic, x: [0.1, 0.5, 0.9], y: [0.05, 0.4, 0.8]}
@@ -102,7 +109,9 @@ class _Strict(BaseModel):
 
 
 class GatekeeperConfig(_Strict):
-    """How to build the IntroLM gatekeeper (loaded lazily, on the first request that needs it).
+    """How to build the IntroLM gatekeeper and serve concurrent requests with it.
+
+    See :mod:`introroute.router.gatekeeping` for the batching, admission and loading behaviour.
 
     ``url``: score through an ``introroute serve`` server instead; the process then never loads
     torch (``base``/``adapter``/``max_context``/``threads`` belong to the server, so they are
@@ -116,7 +125,19 @@ class GatekeeperConfig(_Strict):
     adapter: str | None = None
     max_context: int | None = Field(default=None, gt=0)
     threads: int | None = Field(default=None, gt=0)
-    timeout_ms: float | None = Field(default=None, gt=0, description="scoring time budget")
+    timeout_ms: float | None = Field(
+        default=None, gt=0, description="scoring time budget, queueing included; None: wait for the score"
+    )
+    max_batch_size: int = Field(default=8, ge=1, description="requests scored together in one forward")
+    max_wait_ms: float = Field(default=2.0, ge=0, description="how long a batch waits for more requests")
+    max_queue: int = Field(default=128, ge=1, description="requests waiting at most; more are shed")
+    overload: Literal["shed", "wait"] = Field(
+        default="shed",
+        description="shed: fail_safe at once when the expected wait exceeds timeout_ms; wait: queue anyway",
+    )
+    load: Literal["startup", "background"] = Field(
+        default="startup", description="startup: the router's constructor waits for the model"
+    )
     calibration: dict[str, CalibrationConfig] | None = Field(
         default=None, description="per-target map applied to the scores before the policy decides"
     )

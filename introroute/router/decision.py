@@ -36,9 +36,21 @@ class Decision(BaseModel):
     policy_params: dict[str, Any] = Field(default_factory=dict)
     policy_tier: str | None = Field(default=None, description="the policy's own choice; None on fail-safe")
     policy_detail: dict[str, Any] = Field(default_factory=dict, description="numbers behind the choice")
-    gatekeeper_ms: float | None = None
+    gatekeeper_ms: float | None = Field(
+        default=None,
+        description="time this request spent in scoring, queueing included (also when it was shed or "
+        "timed out); None without a gatekeeper",
+    )
+    queue_ms: float | None = Field(default=None, description="of gatekeeper_ms, the wait for its batch")
+    batch_size: int | None = Field(default=None, description="requests in the forward that scored it")
     truncated: bool = Field(default=False, description="the gatekeeper scored a truncated prompt")
     fail_safe_reason: str | None = None
+    reason: str | None = Field(
+        default=None,
+        description="why the fail-safe tier was used, as a code: overload or loading (shed: the "
+        "gatekeeper was busy or not ready), timeout, load_failed, error, invalid_scores, policy_error; "
+        "None when the policy decided",
+    )
     overrides: list[str] = Field(default_factory=list, description="why the planned tier was changed")
     attempts: int = 0
     fallbacks_used: list[str] = Field(default_factory=list)

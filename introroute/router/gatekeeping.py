@@ -1,11 +1,20 @@
-"""Run the gatekeeper under a time budget and turn any failure into a fail-safe reason.
+"""Run the gatekeeper under a time budget, batched across concurrent requests, and say what happened.
 
-Why a separate step with its own thread: routing must never be less available than calling the
-strong model directly. A gatekeeper that raises, returns garbage or is slower than its budget
-(a cold model, an overloaded CPU) must cost at most the budget, after which the request goes to
-the fail-safe tier. Python cannot interrupt a running forward pass, so scoring runs on one worker
-thread and the caller stops waiting when the budget is spent; the single worker also keeps
-concurrent requests from running the same model in parallel.
+Why this shape: routing must never be less available than calling the strong model directly. A
+gatekeeper that raises, returns garbage, is still loading, or cannot score in time (a cold model,
+a queue of other requests) must cost at most the budget, after which the request goes to the
+fail-safe tier, with a reason the decision records. Python cannot interrupt a running forward
+pass, so scoring runs on one worker thread that batches concurrent requests
+(:mod:`introroute.router.batching`); callers wait on a future for at most their budget, threads
+and coroutines alike, and the event loop never runs a forward pass.
+
+The budget (``timeout_ms``) covers everything the request spends in this step: queueing and the
+forward. With ``overload="shed"`` (the default) a request whose expected completion is past the
+budget is sent to the fail-safe tier at once (reason ``overload``) instead of waiting the whole
+budget to be shed anyway; with ``overload="wait"`` it waits, up to the budget. Either way at most
+``max_queue`` requests wait; more are shed. The model loads when the router is built (see
+:mod:`introroute.router.loading`); budgeted requests arriving while it loads are shed (reason
+``loading``), unbudgeted ones wait for it.
 """
 
 from __future__ import annotations
@@ -16,14 +25,24 @@ import math
 import numbers
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from introroute.scoring import LocalModel, Messages, Scorer
+from introroute.router.batching import Batched, MicroBatcher
+from introroute.router.loading import Loader, Unavailable
+from introroute.scoring import BatchScorer, LocalModel, Messages, Scorer
 
 # What waiting past the budget raises (distinct classes before Python 3.11).
 _BUDGET_EXCEEDED = (TimeoutError, concurrent.futures.TimeoutError, asyncio.TimeoutError)
+
+#: Reasons a request was not scored and went to the fail-safe tier. ``overload`` and ``loading``
+#: are load shedding (the gatekeeper is healthy but busy or not ready); the rest are failures.
+SHED_REASONS = frozenset({"overload", "loading"})
+FAIL_REASONS = frozenset({"timeout", "load_failed", "error", "invalid_scores"})
+
+_WARM_UP = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 @dataclass
@@ -35,89 +54,241 @@ class Scoring:
     prefill: Any = None
     prompt_tokens: int | None = None
     truncated: bool = False
-    gatekeeper_ms: float | None = None
+    gatekeeper_ms: float | None = None  # time this request spent in scoring (queue + forward)
     failure: str | None = None
+    reason: str | None = None  # one of SHED_REASONS | FAIL_REASONS when ``failure`` is set
+    queue_ms: float | None = None  # of gatekeeper_ms, the wait for its batch to start
+    batch_size: int | None = None  # requests in the forward that scored it
+
+
+@dataclass(frozen=True)
+class BatchingOptions:
+    """How concurrent requests are batched and admitted (``gatekeeper:`` keys of the router YAML)."""
+
+    max_batch_size: int = 8
+    max_wait_s: float = 0.002
+    max_queue: int = 128
+    overload: Literal["shed", "wait"] = "shed"
+    load: Literal["startup", "background"] = "startup"
+
+
+@dataclass
+class _Pending:
+    """A request after admission: the future to wait on, or the outcome already decided."""
+
+    future: concurrent.futures.Future[Batched] | None
+    done: Scoring | None = None  # shed, or failed before it could be queued
 
 
 class Gatekeeping:
-    """Lazily builds the gatekeeper and scores messages with it, within ``timeout_s`` if set.
+    """Loads the gatekeeper and scores messages with it, batched, within ``timeout_s`` if set.
 
-    ``keep_prefill``: call ``prefill()`` instead of ``scores()`` so the local tier can continue
-    from the scoring pass's KV cache.
+    ``keep_prefill``: prefill (keep the KV cache) instead of only scoring, so the local tier can
+    continue from the scoring pass.
     """
 
     def __init__(
-        self, factory: Callable[[], Scorer], *, keep_prefill: bool, timeout_s: float | None = None
+        self,
+        factory: Callable[[], Scorer],
+        *,
+        keep_prefill: bool,
+        timeout_s: float | None = None,
+        options: BatchingOptions | None = None,
     ) -> None:
-        self._factory = factory
-        self._gatekeeper: Scorer | None = None
-        self._load_lock = threading.Lock()
         self.keep_prefill = keep_prefill
         self.timeout_s = timeout_s
-        self._worker = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="introroute-gk"
+        self.options = options or BatchingOptions()
+        self._batcher: MicroBatcher[tuple[Any, Any]] = MicroBatcher(
+            self._run_batch,
+            max_batch_size=self.options.max_batch_size,
+            max_wait_s=self.options.max_wait_s,
+            max_queue=self.options.max_queue,
+            name="introroute-gk",
         )
+        self._loader: Loader[Scorer] = Loader(factory, prepare=self._warm_up)
+        self._counts: Counter[str] = Counter()
+        self._counts_lock = threading.Lock()
+        self._loader.start(wait=self.options.load == "startup")
+
+    # -- the model -----------------------------------------------------------------------------
 
     def gatekeeper(self) -> Scorer:
-        """The gatekeeper, built on first use (loading a model takes seconds; never at import)."""
-        with self._load_lock:
-            if self._gatekeeper is None:
-                self._gatekeeper = self._factory()
-            return self._gatekeeper
+        """The gatekeeper, waiting for a load in progress; raises :class:`Unavailable` if it failed."""
+        return self._loader.get(timeout=None)
 
     def local_model(self) -> LocalModel | None:
         """The gatekeeper if it can also generate (serve the local tier), else ``None``."""
         gatekeeper = self.gatekeeper()
         return gatekeeper if isinstance(gatekeeper, LocalModel) else None
 
-    def score(self, messages: Messages) -> Scoring:
-        """Score on the caller's thread, or on the worker when a time budget applies."""
-        try:
-            gatekeeper = self.gatekeeper()
+    def _warm_up(self, gatekeeper: Scorer) -> None:
+        """Run small batches before serving: first-call costs (allocations, kernel selection) are
+        paid here, not by a request, and the batcher's cost model starts from measured batch
+        times (the cold first one not among them) instead of none."""
+        if not isinstance(gatekeeper, BatchScorer):
+            return
+        prompt = gatekeeper.encode(_WARM_UP)
+        self._forward(gatekeeper, [prompt])
+        for rows in sorted({1, min(4, self.options.max_batch_size)}):
             start = time.perf_counter()
-            if self.timeout_s is None:
-                return self._scored(self._run(gatekeeper, messages), start)
-            future = self._worker.submit(self._run, gatekeeper, messages)
-            try:
-                return self._scored(future.result(timeout=self.timeout_s), start)
-            finally:
-                future.cancel()  # a no-op once running; drops it if it is still queued
+            self._forward(gatekeeper, [prompt] * rows)
+            self._batcher.cost.observe(rows * len(prompt.ids), time.perf_counter() - start)
+
+    # -- scoring -------------------------------------------------------------------------------
+
+    def score(self, messages: Messages) -> Scoring:
+        """Score on the worker, waiting at most the budget; any failure becomes a fail-safe reason."""
+        start = time.perf_counter()
+        pending = self._admit(messages, start, 0.0 if self.timeout_s is not None else None)
+        if pending.future is None:
+            return self._outcome(pending.done, start)
+        try:
+            return self._outcome(pending.future.result(timeout=self._left(start)), start)
         except Exception as exc:
-            return self._failed(exc)
+            pending.future.cancel()  # a no-op once its batch runs; drops it from the queue otherwise
+            return self._outcome(exc, start)
 
     async def ascore(self, messages: Messages) -> Scoring:
-        """Score on the worker thread so the event loop never blocks on a forward pass."""
-        loop = asyncio.get_running_loop()
+        """:meth:`score` for coroutines: the loop awaits the worker's future, never the model."""
+        start = time.perf_counter()
+        if self.timeout_s is None and self._loader.state != "ready":
+            await asyncio.to_thread(self._loader.start, wait=True)  # unbudgeted: wait for the load
+        pending = self._admit(messages, start, 0.0)
+        if pending.future is None:
+            return self._outcome(pending.done, start)
         try:
-            gatekeeper = await loop.run_in_executor(self._worker, self.gatekeeper)
-            start = time.perf_counter()
-            pending = loop.run_in_executor(self._worker, self._run, gatekeeper, messages)
-            return self._scored(await asyncio.wait_for(pending, self.timeout_s), start)
+            waiting = asyncio.wrap_future(pending.future)
+            return self._outcome(await asyncio.wait_for(waiting, self._left(start)), start)
+        except Exception as exc:  # on timeout wait_for cancels the future, which unqueues it
+            return self._outcome(exc, start)
+
+    def _left(self, start: float) -> float | None:
+        """Seconds left of the budget of a request that started at ``start`` (None: no budget)."""
+        if self.timeout_s is None:
+            return None
+        return max(0.0, self.timeout_s - (time.perf_counter() - start))
+
+    def _admit(self, messages: Messages, start: float, load_timeout: float | None) -> _Pending:
+        """Encode and queue one request, or decide at once that it will not be scored."""
+        try:
+            gatekeeper = self._loader.get(load_timeout)
+            if isinstance(gatekeeper, BatchScorer):
+                prompt = gatekeeper.encode(messages)
+                item, cost = (prompt, messages), float(len(prompt.ids))
+            else:
+                item, cost = (None, messages), 1.0
         except Exception as exc:
-            return self._failed(exc)
+            return _Pending(None, self._failed(exc, start))
+        admission = self._batcher.submit(
+            item, cost=cost, budget_s=self._left(start), shed=self.options.overload == "shed"
+        )
+        if admission.future is None:
+            refused = Scoring(failure=f"gatekeeper overloaded: {admission.refused}", reason="overload")
+            return _Pending(None, self._timed(refused, start))
+        return _Pending(admission.future)
 
-    def _run(self, gatekeeper: Scorer, messages: Messages) -> tuple[Any, Scoring]:
-        """(the raw scores, a Scoring without them yet): validated once, in :meth:`_scored`."""
+    def _forward(self, gatekeeper: Any, prompts: list[Any]) -> list[Any]:
         if self.keep_prefill and isinstance(gatekeeper, LocalModel):
-            prefill = gatekeeper.prefill(messages)
-            tokens = getattr(prefill, "prompt_tokens", None)
-            return prefill.scores, Scoring(
-                prefill=prefill,
-                prompt_tokens=tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None,
-                truncated=bool(getattr(prefill, "truncated", False)),
-            )
-        return gatekeeper.scores(messages), Scoring()
+            return list(gatekeeper.prefill_batch(prompts))
+        return list(gatekeeper.scores_encoded(prompts))
 
-    def _scored(self, result: tuple[Any, Scoring], start: float) -> Scoring:
-        raw, scoring = result
+    def _run_batch(self, items: list[tuple[Any, Any]]) -> Sequence[Any]:
+        """The worker's batch function: one forward for a batch scorer, one call each otherwise."""
+        gatekeeper = self._loader.get(0)
+        if isinstance(gatekeeper, BatchScorer):
+            return [self._as_scoring(r) for r in self._forward(gatekeeper, [p for p, _ in items])]
+        results: list[Any] = []
+        for _, messages in items:
+            try:
+                results.append(self._run(gatekeeper, messages))
+            except Exception as exc:  # one bad request must not fail the others
+                results.append(exc)
+        return results
+
+    def _run(self, gatekeeper: Scorer, messages: Messages) -> Scoring:
+        """A Scoring holding the gatekeeper's raw scores: validated once, in :meth:`_scored`."""
+        if self.keep_prefill and isinstance(gatekeeper, LocalModel):
+            return self._as_scoring(gatekeeper.prefill(messages))
+        return Scoring(scores=gatekeeper.scores(messages))
+
+    @staticmethod
+    def _as_scoring(result: Any) -> Scoring:
+        if isinstance(result, Mapping):  # scores only
+            return Scoring(scores=result)  # type: ignore[arg-type]  # validated in _scored
+        tokens = getattr(result, "prompt_tokens", None)
+        return Scoring(
+            scores=result.scores,
+            prefill=result,
+            prompt_tokens=tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None,
+            truncated=bool(getattr(result, "truncated", False)),
+        )
+
+    # -- outcomes ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _timed(scoring: Scoring, start: float) -> Scoring:
         scoring.gatekeeper_ms = (time.perf_counter() - start) * 1000.0
-        scoring.scores, scoring.failure = validate_scores(raw)
         return scoring
 
-    def _failed(self, exc: BaseException) -> Scoring:
+    def _scored(self, batched: Batched, start: float) -> Scoring:
+        if isinstance(batched.value, Exception):
+            return self._failed(batched.value, start)
+        scoring: Scoring = batched.value
+        self._timed(scoring, start)
+        scoring.queue_ms = batched.queue_s * 1000.0
+        scoring.batch_size = batched.batch_size
+        scoring.scores, scoring.failure = validate_scores(scoring.scores)
+        if scoring.failure is not None:
+            scoring.reason, scoring.prefill = "invalid_scores", None
+        return scoring
+
+    def _failed(self, exc: BaseException, start: float) -> Scoring:
+        if isinstance(exc, Unavailable):
+            return self._timed(Scoring(failure=str(exc), reason=exc.reason), start)
         if isinstance(exc, _BUDGET_EXCEEDED) and self.timeout_s is not None:
-            return Scoring(failure=f"gatekeeper exceeded its time budget of {self.timeout_s * 1000:.0f} ms")
-        return Scoring(failure=f"gatekeeper error: {type(exc).__name__}: {exc}")
+            budget = f"{self.timeout_s * 1000:.0f} ms"
+            return self._timed(
+                Scoring(failure=f"gatekeeper exceeded its time budget of {budget}", reason="timeout"), start
+            )
+        return self._timed(
+            Scoring(failure=f"gatekeeper error: {type(exc).__name__}: {exc}", reason="error"), start
+        )
+
+    def _outcome(self, result: Batched | Scoring | BaseException | None, start: float) -> Scoring:
+        """The request's final Scoring (from its batch, an early decision, or an error), counted."""
+        if isinstance(result, Batched):
+            scoring = self._scored(result, start)
+        elif isinstance(result, BaseException):
+            scoring = self._failed(result, start)
+        else:
+            assert result is not None
+            scoring = result
+        with self._counts_lock:
+            self._counts[scoring.reason or "scored"] += 1
+        return scoring
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since the router was built, and the batcher's state now (see the README)."""
+        with self._counts_lock:
+            counts = dict(self._counts)
+        fixed, per_unit = self._batcher.cost.coefficients()
+        batches, items = self._batcher.batches, self._batcher.items
+        return {
+            "state": self._loader.state,
+            "scored": counts.get("scored", 0),
+            "shed": sum(counts.get(r, 0) for r in SHED_REASONS),
+            "failed": sum(counts.get(r, 0) for r in FAIL_REASONS),
+            "by_reason": {r: n for r, n in sorted(counts.items()) if r != "scored"},
+            "queued": self._batcher.depth(),
+            "batches": batches,
+            "mean_batch_size": items / batches if batches else None,
+            "batch_cost": {"fixed_ms": fixed * 1000.0, "per_token_ms": per_unit * 1000.0},
+            "load_s": self._loader.load_s,
+        }
+
+    def close(self) -> None:
+        """Stop the worker thread (waiting requests are cancelled: they go to the fail-safe tier)."""
+        self._batcher.close()
 
 
 def validate_scores(raw: Any) -> tuple[dict[str, float], str | None]:

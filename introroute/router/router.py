@@ -29,7 +29,7 @@ from introroute.router.calibration import ScoreCalibrator
 from introroute.router.config import RouterConfig, TierConfig, load_config
 from introroute.router.decision import Decision, attach
 from introroute.router.dispatch import Attempts
-from introroute.router.gatekeeping import Gatekeeping, Scoring
+from introroute.router.gatekeeping import SHED_REASONS, BatchingOptions, Gatekeeping, Scoring
 from introroute.router.modalities import request_modalities
 from introroute.router.routing_log import RoutingLog
 from introroute.router.secrets import Redactor, protect_logs
@@ -79,6 +79,7 @@ class _Plan:
     choice: PolicyChoice | None
     failure: str | None
     overrides: list[str] = field(default_factory=list)
+    reason: str | None = None
 
 
 def _is_remote(scorer: Scorer | None) -> bool:
@@ -156,15 +157,30 @@ class Router:
                 "gatekeeper cannot generate (no prefill/generate_from) to serve it"
             )
         timeout_ms = spec.timeout_ms if spec else None
-        kind = Gatekeeping
         if (gatekeeper is None and spec is not None and spec.url) or _is_remote(gatekeeper):
             from introroute.server.client import RemoteGatekeeping  # httpx only: no torch
 
-            kind = RemoteGatekeeping
-        return kind(
+            return RemoteGatekeeping(
+                factory,
+                keep_prefill=False,
+                timeout_s=timeout_ms / 1000.0 if timeout_ms else None,
+            )
+        options = (
+            BatchingOptions(
+                max_batch_size=spec.max_batch_size,
+                max_wait_s=spec.max_wait_ms / 1000.0,
+                max_queue=spec.max_queue,
+                overload=spec.overload,
+                load=spec.load,
+            )
+            if spec
+            else None
+        )
+        return Gatekeeping(
             factory,
             keep_prefill=self._local_name is not None,
             timeout_s=timeout_ms / 1000.0 if timeout_ms else None,
+            options=options,
         )
 
     def _load_gatekeeper(self) -> Scorer:
@@ -230,7 +246,7 @@ class Router:
             has_tools=bool(request.tools),
             stream=request.stream,
         )
-        failure, choice = scoring.failure, None
+        failure, choice, reason = scoring.failure, None, scoring.reason
         if failure is None and self._gatekeeping is not None:
             missing = sorted({t.target for t in self._tiers} - set(scoring.scores))
             if missing:  # never let a policy default stand in for a head that did not answer
@@ -242,16 +258,27 @@ class Router:
                     raise PolicyError(f"chose unknown tier {choice.tier!r}")
             except Exception as exc:  # a policy bug must not take the service down
                 failure, choice = f"policy error: {type(exc).__name__}: {exc}", None
+                reason = "policy_error"
         if failure is not None:
-            logger.warning(
-                "introroute %s: %s; using fail-safe tier", self.name, self._redactor.redact(failure)
+            # Shedding is the designed answer to load, counted in stats(): a warning per shed
+            # request would flood the log exactly when the machine has least time for it.
+            logger.log(
+                logging.DEBUG if reason in SHED_REASONS else logging.WARNING,
+                "introroute %s: %s; using fail-safe tier",
+                self.name,
+                self._redactor.redact(failure),
             )
         tier = choice.tier if choice else self.config.fail_safe_tier
         names, overrides = self._order(tier, bool(request.tools))
         names, unreadable = self._readable(names, request.modalities)
         overrides += unreadable
         order = [self.config.tier(n) for n in names]
-        return _Plan(order=order, scoring=scoring, choice=choice, failure=failure, overrides=overrides)
+        if scoring.prefill is not None and not any(t.local for t in order):
+            # No tier will continue it: let its KV cache go now, not when the remote call returns.
+            scoring = dataclasses.replace(scoring, prefill=None)
+        return _Plan(
+            order=order, scoring=scoring, choice=choice, failure=failure, overrides=overrides, reason=reason
+        )
 
     def _order(self, tier: str, has_tools: bool) -> tuple[list[str], list[str]]:
         """``tier`` then its fallbacks; the local tier cannot call tools, so it is skipped then."""
@@ -328,8 +355,11 @@ class Router:
             if unserialisable is None
             else {"unserialisable": unserialisable},
             gatekeeper_ms=plan.scoring.gatekeeper_ms,
+            queue_ms=plan.scoring.queue_ms,
+            batch_size=plan.scoring.batch_size,
             truncated=plan.scoring.truncated,
             fail_safe_reason=plan.failure,
+            reason=plan.reason,
             overrides=plan.overrides,
             attempts=attempts.attempts if attempts else 0,
             fallbacks_used=attempts.fallbacks_used if attempts else [],
@@ -433,6 +463,23 @@ class Router:
             run.plan = self._plan(request, await self._ascore(request))
             with self._dispatching(run) as attempts:
                 return self._finish(run, await attempts.acall())
+
+    def stats(self) -> dict[str, Any]:
+        """Gatekeeper counters since this router was built and its queue now.
+
+        ``scored``, ``shed`` (reasons ``overload``, ``loading``) and ``failed`` (``timeout``,
+        ``load_failed``, ``error``, ``invalid_scores``) count requests; ``by_reason`` splits the
+        last two; ``queued`` is the queue depth now, ``batches`` and ``mean_batch_size`` describe
+        the forwards run, ``batch_cost`` is the fitted cost model admission uses, ``state`` is the
+        model's (``loading``, ``ready``, ``failed``) and ``load_s`` how long it took to load.
+        Empty for a router without a gatekeeper.
+        """
+        return self._gatekeeping.stats() if self._gatekeeping else {}
+
+    def close(self) -> None:
+        """Stop the gatekeeper's worker thread (requests still queued go to the fail-safe tier)."""
+        if self._gatekeeping is not None:
+            self._gatekeeping.close()
 
     def __repr__(self) -> str:
         return f"Router(name={self.name!r}, tiers={[t.name for t in self._tiers]}, policy={self.policy!r})"

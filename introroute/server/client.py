@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from introroute.errors import GatekeeperError, GatekeeperTimeoutError, MessagesError
+from introroute.router.batching import Batched
 from introroute.router.gatekeeping import Gatekeeping, Scoring
 from introroute.scoring import Messages, Scorer
 
@@ -106,26 +107,27 @@ class RemoteScorer:
 
 
 class RemoteGatekeeping(Gatekeeping):
-    """:class:`Gatekeeping` without the single worker: every request calls the remote scorer at once."""
+    """:class:`Gatekeeping` without the micro-batcher: every request calls the remote scorer at
+    once (the server batches concurrent requests itself); scores are validated and counted alike."""
 
     def score(self, messages: Messages) -> Scoring:
+        start = time.perf_counter()
         try:
             scorer = self.gatekeeper()
-            start = time.perf_counter()
-            return self._scored((scorer.scores(messages), Scoring()), start)  # validated there
+            return self._outcome(Batched(Scoring(scores=scorer.scores(messages)), 0.0, 1), start)
         except Exception as exc:
-            return self._remote_failed(exc)
+            return self._outcome(self._remote_error(exc), start)
 
     async def ascore(self, messages: Messages) -> Scoring:
+        start = time.perf_counter()
         try:
             scorer: Scorer = self.gatekeeper()  # a RemoteScorer builds instantly: no thread hop
-            start = time.perf_counter()
             scores = await asyncio.wait_for(scorer.ascores(messages), self.timeout_s)  # type: ignore[attr-defined]
-            return self._scored((scores, Scoring()), start)
+            return self._outcome(Batched(Scoring(scores=scores), 0.0, 1), start)
         except Exception as exc:
-            return self._remote_failed(exc)
+            return self._outcome(self._remote_error(exc), start)
 
-    def _remote_failed(self, exc: Exception) -> Scoring:
+    def _remote_error(self, exc: Exception) -> Exception:
         if isinstance(exc, GatekeeperTimeoutError) and self.timeout_s is not None:
-            exc = TimeoutError()  # reported like an in-process scorer over its budget
-        return self._failed(exc)
+            return TimeoutError()  # reported like an in-process scorer over its budget
+        return exc
