@@ -36,8 +36,15 @@ def tiny_router(tiny_lm, tmp_path, monkeypatch):
     tokenizer.save_pretrained(tmp_path / "tiny")
     gatekeeper = IntroLM.build(load_base(tmp_path / "tiny"), IntroConfig(targets=["self", "gpt-4"]))
     calls = []
-    prefill = gatekeeper.prefill
+    prefill, prefill_batch = gatekeeper.prefill, gatekeeper.prefill_batch
     monkeypatch.setattr(gatekeeper, "prefill", lambda messages: calls.append(1) or prefill(messages))
+
+    # the router's micro-batcher prefills through prefill_batch: one count per prompt
+    def counted(prompts):
+        calls.extend([1] * len(prompts))
+        return prefill_batch(prompts)
+
+    monkeypatch.setattr(gatekeeper, "prefill_batch", counted)
     config = router_config("tiny", policy={"type": "threshold", "params": {"tau": 0.0}})
     return Router.from_dict(config, gatekeeper=gatekeeper), gatekeeper, reference, calls
 

@@ -171,7 +171,7 @@ class IntroView:
             inputs_embeds=self._embeddings(input_ids),
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=cache,
+            cache=cache,
             use_cache=cache is not None,
         ).last_hidden_state
 
