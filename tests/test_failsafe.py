@@ -283,19 +283,25 @@ def test_any_messages_normalise_or_raise_messages_error(messages):
         assert all(isinstance(m["content"], str) for m in normalized.messages)
 
 
-@PROPERTY
-@given(messages_strategy, st.booleans())
-def test_any_messages_end_answered_or_typed_with_one_record(tmp_path_factory, messages, local_first):
+def _routed_once(tmp_path_factory, local_first: bool, **kwargs) -> None:
+    """One call ends answered or with a typed error, and leaves exactly one record."""
     log = tmp_path_factory.mktemp("log") / "log.jsonl"
     scores = {"self": 0.9, "gpt-4": 0.1} if local_first else LOW
     router = Router.from_dict(router_config(routing_log=str(log)), gatekeeper=Normalizing(scores))
     try:
-        response = router.completion(messages=messages)
+        response = router.completion(**kwargs)
+        assert introroute.decision(response) is not None
+        if kwargs.get("stream") is True:
+            list(response)
     except Exception as exc:  # a typed error: introroute's own or LiteLLM's
         assert isinstance(exc, TYPED_ERRORS), repr(exc)
-    else:
-        assert introroute.decision(response) is not None
     assert len(_records(log)) == 1
+
+
+@PROPERTY
+@given(messages_strategy, st.booleans())
+def test_any_messages_end_answered_or_typed_with_one_record(tmp_path_factory, messages, local_first):
+    _routed_once(tmp_path_factory, local_first, messages=messages)
 
 
 call_kwargs = st.fixed_dictionaries(
@@ -315,16 +321,7 @@ call_kwargs = st.fixed_dictionaries(
 @PROPERTY
 @given(call_kwargs, st.booleans())
 def test_any_call_arguments_end_answered_or_typed_with_one_record(tmp_path_factory, kwargs, local_first):
-    log = tmp_path_factory.mktemp("log") / "log.jsonl"
-    scores = {"self": 0.9, "gpt-4": 0.1} if local_first else LOW
-    router = Router.from_dict(router_config(routing_log=str(log)), gatekeeper=Normalizing(scores))
-    try:
-        response = router.completion(messages=QUESTION, **kwargs)
-        if kwargs.get("stream"):
-            list(response)
-    except Exception as exc:
-        assert isinstance(exc, TYPED_ERRORS), repr(exc)
-    assert len(_records(log)) == 1
+    _routed_once(tmp_path_factory, local_first, messages=QUESTION, **kwargs)
 
 
 # -- item 9: modalities -------------------------------------------------------------------------
