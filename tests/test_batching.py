@@ -158,6 +158,10 @@ def test_cost_model_fits_fixed_and_per_unit_cost():
     fixed, per_unit = model.coefficients()
     assert fixed == pytest.approx(0.01, rel=0.05) and per_unit == pytest.approx(0.001, rel=0.05)
     assert batch_units([3, 7, 5]) == 21
+    steady = model.spread
+    for seconds in (0.03, 0.09, 0.03, 0.09):  # 40 units, estimated ~0.05 s: +-50% noise
+        model.observe(40, seconds)
+    assert model.spread > steady + 0.2  # admission then plans with a margin
 
 
 def test_loader_backs_off_instead_of_retrying_per_request():

@@ -25,6 +25,7 @@ worker reaches it, so abandoned requests cost no forward pass.
 from __future__ import annotations
 
 import concurrent.futures
+import math
 import threading
 import time
 from collections import deque
@@ -75,10 +76,20 @@ class CostModel:
 
     def __init__(self) -> None:
         self._w = self._x = self._y = self._xx = self._xy = 0.0
+        self._rel_var = 0.0  # running mean of squared relative errors of the estimate
         self.observations = 0
+
+    @property
+    def spread(self) -> float:
+        """Relative standard deviation of batch times around the estimate (0 until measured)."""
+        return math.sqrt(self._rel_var)
 
     def observe(self, units: float, seconds: float) -> None:
         """Add one batch's measured duration."""
+        predicted = self.estimate(units)
+        if self.observations >= 2 and predicted > 0.0:
+            error = seconds / predicted - 1.0
+            self._rel_var = _DECAY * self._rel_var + (1.0 - _DECAY) * error * error
         for name in ("_w", "_x", "_y", "_xx", "_xy"):
             setattr(self, name, getattr(self, name) * _DECAY)
         self._w += 1.0
@@ -194,9 +205,13 @@ class MicroBatcher(Generic[Item]):
             # A batch past its estimate is assumed to run on for as long as it has overrun:
             # a hung forward then sheds newcomers instead of admitting them behind it.
             total += abs(estimate - (now - start))
+        # One standard deviation above the mean: where batch times vary (a shared machine),
+        # admitting on the mean would let about half of the requests admitted close to their
+        # budget time out after waiting all of it.
+        margin = 1.0 + self.cost.spread
         costs = [e.cost for e in self._queue if not e.future.cancelled()] + [cost]
         for start in range(0, len(costs), self.max_batch_size):
-            total += self.cost.estimate(batch_units(costs[start : start + self.max_batch_size]))
+            total += margin * self.cost.estimate(batch_units(costs[start : start + self.max_batch_size]))
         return total
 
     def _gather_wait(self) -> float:
