@@ -172,18 +172,25 @@ class MicroBatcher(Generic[Item]):
             waiting = sum(1 for e in self._queue if not e.future.cancelled())
             if waiting >= self.max_queue:
                 return Admission(None, f"queue full ({waiting} requests waiting)")
-            expected = self._expected_completion(cost, now)
+            expected, shared_deadline = self._expected_completion(cost, now)
             # An idle worker always admits: nothing is ahead of the item, and its own forward is
             # what corrects a cost estimate that has become too pessimistic (otherwise a bad
             # estimate would shed everything, forever, with nothing left to measure).
             idle = self._flight is None and waiting == 0
-            if shed and budget_s is not None and expected > budget_s and not idle:
-                return Admission(
-                    None,
-                    f"expected wait {expected * 1000:.0f} ms exceeds the {budget_s * 1000:.0f} ms budget "
-                    f"({waiting} waiting)",
-                    expected,
-                )
+            if shed and budget_s is not None and not idle:
+                if expected > budget_s:
+                    return Admission(
+                        None,
+                        f"expected wait {expected * 1000:.0f} ms exceeds the {budget_s * 1000:.0f} ms "
+                        f"budget ({waiting} waiting)",
+                        expected,
+                    )
+                if shared_deadline is not None and now + expected > shared_deadline:
+                    # Joining would make the batch it joins finish after a request already in it
+                    # must be done: that earlier request would time out instead.
+                    return Admission(
+                        None, f"the next batch is full for its budgets ({waiting} waiting)", expected
+                    )
             entry = _Entry(item, float(cost), now, now + budget_s if budget_s is not None else None)
             if self._last_arrival is not None:
                 self._arrival_gap = 0.8 * self._arrival_gap + 0.2 * (now - self._last_arrival)
@@ -195,10 +202,12 @@ class MicroBatcher(Generic[Item]):
     def expected_wait(self, cost: float = 1.0) -> float:
         """Seconds until an item of ``cost`` submitted now would be done (0 before any batch ran)."""
         with self._cond:
-            return self._expected_completion(cost, time.perf_counter())
+            return self._expected_completion(cost, time.perf_counter())[0]
 
-    def _expected_completion(self, cost: float, now: float) -> float:
-        """The running batch's remaining time plus every batch up to and including the new item's."""
+    def _expected_completion(self, cost: float, now: float) -> tuple[float, float | None]:
+        """Seconds until a new item of ``cost`` would be done: the running batch's remaining time
+        plus every batch up to and including the new item's (the last, which it joins); and the
+        earliest deadline of the items already in that batch, which its growth must not pass."""
         total = self._gather_wait()  # the next batch may wait this long for company
         if self._flight is not None:
             start, estimate = self._flight
@@ -209,10 +218,13 @@ class MicroBatcher(Generic[Item]):
         # admitting on the mean would let about half of the requests admitted close to their
         # budget time out after waiting all of it.
         margin = 1.0 + self.cost.spread
-        costs = [e.cost for e in self._queue if not e.future.cancelled()] + [cost]
+        live = [e for e in self._queue if not e.future.cancelled()]
+        costs = [e.cost for e in live] + [cost]
         for start in range(0, len(costs), self.max_batch_size):
             total += margin * self.cost.estimate(batch_units(costs[start : start + self.max_batch_size]))
-        return total
+        last = live[(len(costs) - 1) // self.max_batch_size * self.max_batch_size :]
+        deadlines = [e.deadline for e in last if e.deadline is not None]
+        return total, min(deadlines, default=None)
 
     def _gather_wait(self) -> float:
         """``max_wait_s`` while items arrive closer together than that, else no wait at all."""
