@@ -24,10 +24,12 @@ worker reaches it, so abandoned requests cost no forward pass.
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import math
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +39,18 @@ Item = TypeVar("Item")
 
 #: Forgetting factor of the cost model: the last ~10 batches dominate its estimate.
 _DECAY = 0.9
+
+_live: weakref.WeakSet[MicroBatcher[Any]] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_workers() -> None:
+    """Stop every worker before the interpreter tears down: a worker thread that has run torch
+    must not still be parked when torch's own state is destroyed (the process would abort with
+    "terminate called without an active exception")."""
+    for batcher in list(_live):
+        batcher.close()
+        batcher._thread.join(timeout=5.0)
 
 
 @dataclass(frozen=True)
@@ -155,6 +169,7 @@ class MicroBatcher(Generic[Item]):
         self.items = 0
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
+        _live.add(self)
 
     # -- callers -------------------------------------------------------------------------------
 
