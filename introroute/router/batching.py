@@ -15,8 +15,11 @@ that state. The whole mechanism is small:
   a lone caller, or callers that come one at a time, would wait for company that never comes;
   callers that pile up while a batch runs join the next one anyway;
 - a :class:`CostModel` learns how long a batch takes from the batches it ran, so
-  :meth:`MicroBatcher.submit` can refuse up front an item whose expected completion is past its
-  budget, or any item once ``max_queue`` are waiting (the queue, and so memory, stays bounded).
+  :meth:`MicroBatcher.submit` can refuse up front an item whose expected completion (planned one
+  standard deviation above the mean) is past its budget, or that would make the batch it joins
+  finish after the budget of an item already in it, or any item once ``max_queue`` are waiting
+  (the queue, and so memory, stays bounded). An idle worker always admits, so a stale,
+  pessimistic estimate is corrected by the next forward instead of shedding everything.
 
 An item whose caller gave up (its future cancelled, or its deadline passed) is dropped when the
 worker reaches it, so abandoned requests cost no forward pass.
