@@ -1,14 +1,13 @@
 """The router at twice the load its gatekeeper can sustain: who is scored, who is shed, how fast.
 
 Setup: the shipped adapter, the threshold router of ``policies/threshold.yaml`` (500 ms
-scoring budget, ``overload: shed``, default batching), short factual questions. First the
-sustainable load is measured: the rate of requests scored within the budget when ``--callers``
-closed-loop callers keep the gatekeeper saturated; a caller that is not scored waits 1 s before
-its next request (its request went to the fail-safe tier, which takes about that long to answer;
-without the pause a shed caller would spin and starve the forward). For reference, the rate
-without a budget (every request scored, batches full) is measured too. Then requests arrive
-open-loop (Poisson) at ``--factor`` times the sustainable rate for ``--seconds``, each one
-``Router.aroute`` on one event loop.
+scoring budget, ``overload: shed``, default batching), short factual questions. The
+sustainable load is the most the gatekeeper can score per second: 16 closed-loop callers keep
+it saturated without a budget (every request scored, batches full). Requests then arrive
+open-loop (Poisson) at ``--factor`` times that rate for ``--seconds``, each one
+``Router.aroute`` on one event loop, under the 500 ms budget. For reference, the highest
+arrival rate at which 90% of requests are still scored within the budget is searched for too
+(open loop, rates x1.5 per 10 s step): under a budget, batches are limited to what fits it.
 Reported: the share scored / shed / timed out, latency percentiles of each (the scoring step's
 ``gatekeeper_ms``; for a shed request that is how long it took to be told), the queue depth and
 the process's resident memory over the run (bounded queue => bounded memory).
@@ -52,23 +51,17 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
     }
 
 
-FAIL_SAFE_S = 1.0  # how long a caller that was not scored is busy elsewhere
-
-
-def sustainable_rate(rt, callers: int, seconds: float) -> dict:
-    """Scored requests per second with ``callers`` back-to-back callers."""
+def capacity_without_budget(rt, callers: int, seconds: float) -> dict:
+    """Scored requests per second with ``callers`` back-to-back callers and no budget."""
     work = questions(100_000)
     stop = time.perf_counter() + seconds
     counts: Counter[str] = Counter()
 
     def caller(offset: int) -> None:
-        i = offset
-        while time.perf_counter() < stop:
-            reason = rt.route(work[i]).reason
-            counts[reason or "scored"] += 1
-            if reason is not None:
-                time.sleep(FAIL_SAFE_S)
-            i += callers
+        for i in range(offset, len(work), callers):
+            if time.perf_counter() >= stop:
+                return
+            counts[rt.route(work[i]).reason or "scored"] += 1
 
     start = time.perf_counter()
     with ThreadPoolExecutor(callers) as pool:
@@ -80,6 +73,20 @@ def sustainable_rate(rt, callers: int, seconds: float) -> dict:
         "counts": dict(counts),
         "rate": counts["scored"] / elapsed,
     }
+
+
+def sustainable_rate(rt, seconds: float, start_rate: float = 1.0, keep: float = 0.9) -> dict:
+    """The highest of the rates start_rate x 1.5^k at which ``keep`` of the requests are scored."""
+    steps, rate, sustainable = [], start_rate, None
+    while True:
+        run = asyncio.run(open_loop(rt, rate, seconds, seed=len(steps)))
+        scored = run["share"].get("scored", 0.0)
+        steps.append({"arrival_rate": rate, "share_scored": scored, "share": run["share"]})
+        print(json.dumps(steps[-1]), flush=True)
+        if scored < keep:
+            break
+        sustainable, rate = rate, rate * 1.5
+    return {"rate": sustainable or start_rate, "keep": keep, "steps": steps}
 
 
 async def open_loop(rt, rate: float, seconds: float, seed: int = 0) -> dict:
@@ -118,23 +125,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--callers", type=int, default=16)
-    parser.add_argument("--calibrate-seconds", type=float, default=20.0)
+    parser.add_argument("--calibrate-seconds", type=float, default=15.0)
+    parser.add_argument("--step-seconds", type=float, default=10.0)
     parser.add_argument("--seconds", type=float, default=40.0)
     parser.add_argument("--factor", type=float, default=2.0)
     args = parser.parse_args()
 
     gk = IntroLM.from_pretrained()
     unbudgeted = router(gk, "capacity")
-    unlimited = sustainable_rate(unbudgeted, args.callers, args.calibrate_seconds)
+    unlimited = capacity_without_budget(unbudgeted, args.callers, args.calibrate_seconds)
     unlimited["mean_batch_size"] = unbudgeted.stats()["mean_batch_size"]
     unbudgeted.close()
     print(json.dumps(unlimited), flush=True)
     rt = router(gk, "overload", timeout_ms=BUDGET_MS)
-    capacity = sustainable_rate(rt, args.callers, args.calibrate_seconds)
-    capacity["mean_batch_size"] = rt.stats()["mean_batch_size"]
-    print(json.dumps(capacity), flush=True)
+    within_budget = sustainable_rate(rt, args.step_seconds)
     rss_before = rss_mib()
-    load = asyncio.run(open_loop(rt, args.factor * capacity["rate"], args.seconds))
+    load = asyncio.run(open_loop(rt, args.factor * unlimited["rate"], args.seconds))
     stats = rt.stats()
     rt.close()
     shed_p95 = load["latency_ms"].get("overload", {}).get("p95_ms")
@@ -145,8 +151,8 @@ def main() -> None:
         "budget_ms": BUDGET_MS,
         "torch_threads": torch.get_num_threads(),
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",
-        "sustainable": capacity,
-        "without_budget": unlimited,
+        "sustainable": unlimited,
+        "within_budget": within_budget,
         "load_factor": args.factor,
         "overloaded": load,
         "shed_p95_share_of_budget": shed_p95 / BUDGET_MS if shed_p95 is not None else None,

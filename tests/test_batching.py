@@ -105,6 +105,24 @@ def test_admission_sheds_up_front_when_the_expected_wait_exceeds_the_budget():
     batcher.close()
 
 
+def test_a_newcomer_may_not_push_an_admitted_request_past_its_budget():
+    gate = Gate(blocked=True)
+    batcher = MicroBatcher(gate, max_wait_s=0.0)
+    batcher.cost.observe(4, 2.0)  # 0.5 s per unit
+    batcher.submit(0, cost=4)  # runs: ~2 s
+    assert gate.started.wait(5)
+    early = batcher.submit(1, budget_s=2.7)  # done after ~2 + 0.5 s: fits
+    assert early.future is not None
+    # Alone the next one would fit its own budget, but in the same batch (2 + 1.0 s) the first
+    # would miss its 2.7 s: it is refused instead of making the first one time out.
+    late = batcher.submit(2, budget_s=10.0)
+    assert late.future is None and late.refused.startswith("the next batch is full")
+    assert batcher.submit(3, budget_s=10.0, shed=False).future is not None  # wait: no such check
+    gate.open.set()
+    early.future.result(5)
+    batcher.close()
+
+
 def test_an_idle_worker_admits_despite_a_pessimistic_estimate():
     gate = Gate(blocked=True)
     batcher = MicroBatcher(gate, max_wait_s=0.0)
@@ -158,6 +176,10 @@ def test_cost_model_fits_fixed_and_per_unit_cost():
     fixed, per_unit = model.coefficients()
     assert fixed == pytest.approx(0.01, rel=0.05) and per_unit == pytest.approx(0.001, rel=0.05)
     assert batch_units([3, 7, 5]) == 21
+    steady = model.spread
+    for seconds in (0.03, 0.09, 0.03, 0.09):  # 40 units, estimated ~0.05 s: +-50% noise
+        model.observe(40, seconds)
+    assert model.spread > steady + 0.2  # admission then plans with a margin
 
 
 def test_loader_backs_off_instead_of_retrying_per_request():

@@ -199,12 +199,26 @@ def test_prefill_batch_matches_unbatched_prefill(tiny_base_dir):
         alone = gk.prefill_batch([prompt])[0]
         np.testing.assert_allclose(list(row.scores.values()), list(alone.scores.values()), atol=1e-5, rtol=0)
         assert row.prompt_tokens == len(prompt.ids) == alone.prompt_tokens
-        assert row.cache.get_seq_length() == len(prompt.ids)
+        # A batched row keeps no KV cache: generation prefills it alone, so the answer is the
+        # unbatched one exactly (a padded forward's cache differs in the last bits).
+        assert row.cache is None and alone.cache.get_seq_length() == len(prompt.ids)
         ours = gk.generate_from(row, max_new_tokens=8)
         assert ours.token_ids == gk.generate_from(alone, max_new_tokens=8).token_ids
     scored = gk.scores_encoded(prompts)
     for row, prefill in zip(scored, batched, strict=True):
         np.testing.assert_allclose(list(row.values()), list(prefill.scores.values()), atol=1e-5, rtol=0)
+
+
+def test_concurrent_encodes_equal_sequential_ones(tiny_base_dir):
+    # The fast tokenizer's special-token splitting is backend state set per call: without the
+    # encode lock, a template piece and a user's "[INTRO]" text race for it.
+    gk = _gatekeeper(tiny_base_dir)
+    conversations = [[{"role": "user", "content": f"x [INTRO] <|im_start|> {i}"}] for i in range(4)]
+    expected = [gk.encode(m).ids for m in conversations]
+    work = [i % 4 for i in range(400)]
+    with ThreadPoolExecutor(16) as pool:
+        got = list(pool.map(lambda i: gk.encode(conversations[i]).ids, work))
+    assert got == [expected[i] for i in work]
 
 
 def test_fast_path_equals_the_peft_path(tiny_base_dir):

@@ -41,17 +41,20 @@ class Prefill:
     """The result of one scoring prefill: scores, and the prompt's KV cache for generation.
 
     The cache holds the prompt positions only (the introspective tokens are cropped off); it is
-    consumed by one :meth:`IntroLM.generate_from` call.
+    consumed by one :meth:`IntroLM.generate_from` call. A row of a multi-row batch
+    (:meth:`IntroLM.prefill_batch`) has no cache (``cache``, ``next_token_logits`` None) but
+    keeps its ``prompt``: generation prefills it alone first (see there).
     """
 
     scores: dict[str, float]
-    cache: DynamicCache
+    cache: DynamicCache | None
     input_ids: torch.Tensor
-    next_token_logits: torch.Tensor
+    next_token_logits: torch.Tensor | None
     truncated: bool
     ignored_parts: list[str]
     timings: dict[str, float]
     consumed: bool = False
+    prompt: PromptIds | None = None
 
     @property
     def score(self) -> float:
@@ -108,6 +111,10 @@ class IntroLM(torch.nn.Module):
         self.trained = False
         # Merged token rows and KV caches are shared state: one forward at a time.
         self._lock = threading.RLock()
+        # The fast tokenizer switches special-token splitting by setting backend state on each
+        # call, so concurrent encodes (the router encodes on its callers' threads) could tokenise
+        # one request with another's setting: one encode at a time (~1 ms each).
+        self._encode_lock = threading.Lock()
         generation_eos = plain.generation_config.eos_token_id
         eos = generation_eos if isinstance(generation_eos, list) else [generation_eos]
         self.eos_ids = sorted({e for e in [*eos, self.tokenizer.eos_token_id] if e is not None})
@@ -241,7 +248,8 @@ class IntroLM(torch.nn.Module):
 
     def encode(self, messages: Messages) -> PromptIds:
         """Chat-template and tokenise ``messages`` (validated, spoof-proof, left-truncated)."""
-        return encode_prompt(self.tokenizer, messages, self.max_prompt_tokens)
+        with self._encode_lock:
+            return encode_prompt(self.tokenizer, messages, self.max_prompt_tokens)
 
     def collate(self, prompts: Sequence[PromptIds]) -> Batch:
         """Left-pad prompts into one batch."""
@@ -396,29 +404,33 @@ class IntroLM(torch.nn.Module):
     def prefill_batch(self, prompts: Sequence[PromptIds]) -> list[Prefill]:
         """:meth:`prefill` for already encoded prompts, as one padded forward.
 
-        Each row gets its own KV cache (its padding cut off), so each can be continued by
-        :meth:`generate_from` independently; its scores equal an unbatched prefill's to fp32
-        rounding (the padded matrix products may round differently).
+        Scores equal unbatched ones to fp32 rounding. Only a single prompt keeps its KV cache:
+        in a padded batch the prompt's cache comes out different in the last bits (attention
+        over a padded, masked row reduces in another order), and greedy decoding can turn that
+        into another answer at a near-tie. So the rows of a multi-row batch carry scores only,
+        and :meth:`generate_from` prefills such a row alone first: a local answer never depends
+        on which requests happened to share its scoring forward (at the price of a second
+        prefill for the requests that were batched and then answered locally).
         """
         batch = self.collate(prompts)
+        single = len(prompts) == 1
         started = time.perf_counter()
         with self._lock, torch.inference_mode():
-            output = self.forward_batch(batch, use_cache=True)
-            next_logits = self.next_token_logits(output)
+            output = self.forward_batch(batch, use_cache=single)
+            next_logits = self.next_token_logits(output) if single else None
         forward_s = time.perf_counter() - started
-        assert output.cache is not None
         probs = self._probabilities(output.head_logits)
-        caches = [output.cache] if len(prompts) == 1 else _split_cache(output.cache, batch.lengths)
         width = batch.input_ids.shape[1]
         return [
             Prefill(
                 scores=dict(zip(self.targets, probs[row].tolist(), strict=True)),
-                cache=caches[row],
+                cache=output.cache,
                 input_ids=batch.input_ids[row : row + 1, width - len(prompt.ids) :],
-                next_token_logits=next_logits[row : row + 1],
+                next_token_logits=next_logits,
                 truncated=prompt.truncated,
                 ignored_parts=prompt.ignored_parts,
                 timings={"forward_s": forward_s},
+                prompt=prompt,
             )
             for row, prompt in enumerate(prompts)
         ]
@@ -432,8 +444,8 @@ class IntroLM(torch.nn.Module):
         return [dict(zip(self.targets, row.tolist(), strict=True)) for row in probs]
 
     def scores(self, messages: Messages) -> dict[str, float]:
-        """P(success) for every target, from one prefill."""
-        return self.prefill(messages).scores
+        """P(success) for every target, from one forward (no KV cache kept, no LM logits)."""
+        return self.scores_encoded([self.encode(messages)])[0]
 
     def score(self, messages: Messages, target: str | None = None) -> float:
         """P(success) for one target (default: the first)."""
@@ -487,7 +499,8 @@ class IntroLM(torch.nn.Module):
         stop: Sequence[str] | None = None,
         stream: bool = False,
     ) -> Generation | GenerationStream:
-        """Continue decoding from ``prefill``'s cache: no second prefill, base-model tokens only.
+        """Continue decoding from ``prefill``'s cache: no second prefill, base-model tokens only
+        (a row of a batched prefill is prefilled alone first; see :meth:`prefill_batch`).
 
         Greedy by default; ``temperature > 0`` samples (``seed`` makes it reproducible). With
         ``stream=True`` returns a :class:`GenerationStream` of text pieces.
@@ -495,6 +508,10 @@ class IntroLM(torch.nn.Module):
         if prefill.consumed:
             raise GatekeeperError("this prefill's cache was already used for a generation; prefill again")
         prefill.consumed = True
+        if prefill.cache is None:  # a row of a batched prefill: its own cache first
+            assert prefill.prompt is not None
+            prefill = self.prefill_batch([prefill.prompt])[0]
+            prefill.consumed = True
         limit = self.plain.config.max_position_embeddings - prefill.prompt_tokens
         params = SamplingParams(
             max_new_tokens=max(0, min(max_new_tokens, limit)),
@@ -503,6 +520,7 @@ class IntroLM(torch.nn.Module):
             seed=seed,
             stop=tuple(stop or ()),
         )
+        assert prefill.next_token_logits is not None
         state = DecodeState(token_ids=[])
         pieces = decode(
             first_logits=prefill.next_token_logits,
@@ -524,19 +542,6 @@ class IntroLM(torch.nn.Module):
             prompt_tokens=prefill.prompt_tokens,
             completion_tokens=len(state.token_ids),
         )
-
-
-def _split_cache(cache: DynamicCache, lengths: torch.Tensor) -> list[DynamicCache]:
-    """One cache per row of a left-padded batch cache, without the padding positions (copies, so
-    the batch's tensors are freed once every row's prefill is)."""
-    caches = []
-    for row, length in enumerate(lengths.tolist()):
-        rows = [
-            (layer.keys[row : row + 1, :, -length:], layer.values[row : row + 1, :, -length:])
-            for layer in cache.layers
-        ]
-        caches.append(DynamicCache(ddp_cache_data=rows))
-    return caches
 
 
 def _plain_view(model: PreTrainedModel) -> PreTrainedModel:

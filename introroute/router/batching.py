@@ -15,8 +15,11 @@ that state. The whole mechanism is small:
   a lone caller, or callers that come one at a time, would wait for company that never comes;
   callers that pile up while a batch runs join the next one anyway;
 - a :class:`CostModel` learns how long a batch takes from the batches it ran, so
-  :meth:`MicroBatcher.submit` can refuse up front an item whose expected completion is past its
-  budget, or any item once ``max_queue`` are waiting (the queue, and so memory, stays bounded).
+  :meth:`MicroBatcher.submit` can refuse up front an item whose expected completion (planned one
+  standard deviation above the mean) is past its budget, or that would make the batch it joins
+  finish after the budget of an item already in it, or any item once ``max_queue`` are waiting
+  (the queue, and so memory, stays bounded). An idle worker always admits, so a stale,
+  pessimistic estimate is corrected by the next forward instead of shedding everything.
 
 An item whose caller gave up (its future cancelled, or its deadline passed) is dropped when the
 worker reaches it, so abandoned requests cost no forward pass.
@@ -24,9 +27,12 @@ worker reaches it, so abandoned requests cost no forward pass.
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
+import math
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +42,18 @@ Item = TypeVar("Item")
 
 #: Forgetting factor of the cost model: the last ~10 batches dominate its estimate.
 _DECAY = 0.9
+
+_live: weakref.WeakSet[MicroBatcher[Any]] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_workers() -> None:
+    """Stop every worker before the interpreter tears down: a worker thread that has run torch
+    must not still be parked when torch's own state is destroyed (the process would abort with
+    "terminate called without an active exception")."""
+    for batcher in list(_live):
+        batcher.close()
+        batcher._thread.join(timeout=5.0)
 
 
 @dataclass(frozen=True)
@@ -75,10 +93,20 @@ class CostModel:
 
     def __init__(self) -> None:
         self._w = self._x = self._y = self._xx = self._xy = 0.0
+        self._rel_var = 0.0  # running mean of squared relative errors of the estimate
         self.observations = 0
+
+    @property
+    def spread(self) -> float:
+        """Relative standard deviation of batch times around the estimate (0 until measured)."""
+        return math.sqrt(self._rel_var)
 
     def observe(self, units: float, seconds: float) -> None:
         """Add one batch's measured duration."""
+        predicted = self.estimate(units)
+        if self.observations >= 2 and predicted > 0.0:
+            error = seconds / predicted - 1.0
+            self._rel_var = _DECAY * self._rel_var + (1.0 - _DECAY) * error * error
         for name in ("_w", "_x", "_y", "_xx", "_xy"):
             setattr(self, name, getattr(self, name) * _DECAY)
         self._w += 1.0
@@ -144,6 +172,7 @@ class MicroBatcher(Generic[Item]):
         self.items = 0
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
+        _live.add(self)
 
     # -- callers -------------------------------------------------------------------------------
 
@@ -161,18 +190,25 @@ class MicroBatcher(Generic[Item]):
             waiting = sum(1 for e in self._queue if not e.future.cancelled())
             if waiting >= self.max_queue:
                 return Admission(None, f"queue full ({waiting} requests waiting)")
-            expected = self._expected_completion(cost, now)
+            expected, shared_deadline = self._expected_completion(cost, now)
             # An idle worker always admits: nothing is ahead of the item, and its own forward is
             # what corrects a cost estimate that has become too pessimistic (otherwise a bad
             # estimate would shed everything, forever, with nothing left to measure).
             idle = self._flight is None and waiting == 0
-            if shed and budget_s is not None and expected > budget_s and not idle:
-                return Admission(
-                    None,
-                    f"expected wait {expected * 1000:.0f} ms exceeds the {budget_s * 1000:.0f} ms budget "
-                    f"({waiting} waiting)",
-                    expected,
-                )
+            if shed and budget_s is not None and not idle:
+                if expected > budget_s:
+                    return Admission(
+                        None,
+                        f"expected wait {expected * 1000:.0f} ms exceeds the {budget_s * 1000:.0f} ms "
+                        f"budget ({waiting} waiting)",
+                        expected,
+                    )
+                if shared_deadline is not None and now + expected > shared_deadline:
+                    # Joining would make the batch it joins finish after a request already in it
+                    # must be done: that earlier request would time out instead.
+                    return Admission(
+                        None, f"the next batch is full for its budgets ({waiting} waiting)", expected
+                    )
             entry = _Entry(item, float(cost), now, now + budget_s if budget_s is not None else None)
             if self._last_arrival is not None:
                 self._arrival_gap = 0.8 * self._arrival_gap + 0.2 * (now - self._last_arrival)
@@ -184,20 +220,29 @@ class MicroBatcher(Generic[Item]):
     def expected_wait(self, cost: float = 1.0) -> float:
         """Seconds until an item of ``cost`` submitted now would be done (0 before any batch ran)."""
         with self._cond:
-            return self._expected_completion(cost, time.perf_counter())
+            return self._expected_completion(cost, time.perf_counter())[0]
 
-    def _expected_completion(self, cost: float, now: float) -> float:
-        """The running batch's remaining time plus every batch up to and including the new item's."""
+    def _expected_completion(self, cost: float, now: float) -> tuple[float, float | None]:
+        """Seconds until a new item of ``cost`` would be done: the running batch's remaining time
+        plus every batch up to and including the new item's (the last, which it joins); and the
+        earliest deadline of the items already in that batch, which its growth must not pass."""
         total = self._gather_wait()  # the next batch may wait this long for company
         if self._flight is not None:
             start, estimate = self._flight
             # A batch past its estimate is assumed to run on for as long as it has overrun:
             # a hung forward then sheds newcomers instead of admitting them behind it.
             total += abs(estimate - (now - start))
-        costs = [e.cost for e in self._queue if not e.future.cancelled()] + [cost]
+        # One standard deviation above the mean: where batch times vary (a shared machine),
+        # admitting on the mean would let about half of the requests admitted close to their
+        # budget time out after waiting all of it.
+        margin = 1.0 + self.cost.spread
+        live = [e for e in self._queue if not e.future.cancelled()]
+        costs = [e.cost for e in live] + [cost]
         for start in range(0, len(costs), self.max_batch_size):
-            total += self.cost.estimate(batch_units(costs[start : start + self.max_batch_size]))
-        return total
+            total += margin * self.cost.estimate(batch_units(costs[start : start + self.max_batch_size]))
+        last = live[(len(costs) - 1) // self.max_batch_size * self.max_batch_size :]
+        deadlines = [e.deadline for e in last if e.deadline is not None]
+        return total, min(deadlines, default=None)
 
     def _gather_wait(self) -> float:
         """``max_wait_s`` while items arrive closer together than that, else no wait at all."""

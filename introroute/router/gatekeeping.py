@@ -25,6 +25,7 @@ import math
 import numbers
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -98,13 +99,24 @@ class Gatekeeping:
         self.keep_prefill = keep_prefill
         self.timeout_s = timeout_s
         self.options = options or BatchingOptions()
+        # The worker thread holds this object only weakly: a router that is dropped (without
+        # close()) frees its model, and its worker stops.
+        this = weakref.ref(self)
+
+        def run_batch(items: list[tuple[Any, Any]]) -> Sequence[Any]:
+            owner = this()
+            if owner is None:
+                raise RuntimeError("the router was garbage-collected")
+            return owner._run_batch(items)
+
         self._batcher: MicroBatcher[tuple[Any, Any]] = MicroBatcher(
-            self._run_batch,
+            run_batch,
             max_batch_size=self.options.max_batch_size,
             max_wait_s=self.options.max_wait_s,
             max_queue=self.options.max_queue,
             name="introroute-gk",
         )
+        weakref.finalize(self, self._batcher.close)
         self._loader: Loader[Scorer] = Loader(factory, prepare=self._warm_up)
         self._counts: Counter[str] = Counter()
         self._counts_lock = threading.Lock()
@@ -282,7 +294,11 @@ class Gatekeeping:
             "queued": self._batcher.depth(),
             "batches": batches,
             "mean_batch_size": items / batches if batches else None,
-            "batch_cost": {"fixed_ms": fixed * 1000.0, "per_token_ms": per_unit * 1000.0},
+            "batch_cost": {
+                "fixed_ms": fixed * 1000.0,
+                "per_token_ms": per_unit * 1000.0,
+                "spread": self._batcher.cost.spread,
+            },
             "load_s": self._loader.load_s,
         }
 
