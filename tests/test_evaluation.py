@@ -167,6 +167,15 @@ def test_baseline_fit_then_eval_end_to_end(tmp_path, log_file, tiny_base_dir, mo
     assert report["scorers"] == ["prior", "random", "introlm"] and report["n_records"] == len(ROWS)
     assert "| introlm |" in capsys.readouterr().out
 
+    # A scorer from a previous run's predictions.jsonl: the same numbers, in a new report.
+    previous = tmp_path / "results" / "predictions.jsonl"
+    reuse = ["--scorer", f"introlm={previous}", "--scorer", f"prior={previous}", "--out", "again"]
+    assert cli([*argv[:-2], *reuse]) == 0
+    again = json.loads((tmp_path / "again" / "report.json").read_text())
+    assert again["results"]["m1"]["introlm"] == report["results"]["m1"]["introlm"]
+    assert cli([*argv[:-2], "--scorer", f"nope={previous}", "--out", "x"]) == 2
+    assert "no scorer 'nope'" in capsys.readouterr().err
+
 
 def test_cli_errors_are_typed(tmp_path, log_file, capsys):
     common = ["--log", str(log_file), "--targets", *TARGETS]

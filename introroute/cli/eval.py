@@ -1,7 +1,9 @@
 """``introroute eval``: score the same records with the gatekeeper and baselines, then compare.
 
 Each ``--scorer NAME=DIR`` is an IntroLM adapter directory (``introroute.json``) or a saved
-baseline (``baseline.json``); ``--scorer random`` needs no directory. Writes ``report.json``,
+baseline (``baseline.json``); ``--scorer random`` needs no directory; ``--scorer NAME=FILE.jsonl``
+reuses the ``NAME`` column of a previous eval's ``predictions.jsonl`` (so scorers evaluated in
+separate runs, e.g. in parallel, end up in one report). Writes ``report.json``,
 ``report.md``, ``predictions.jsonl`` and ROC / reliability PNGs per target into ``--out``.
 
 ``--routing`` measures routing instead, from a previous run's ``predictions.jsonl``
@@ -38,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--scorer",
         action="append",
         metavar="NAME[=DIR]",
-        help="a scorer to compare: NAME=adapter or baseline directory, or 'random' (repeatable)",
+        help="a scorer to compare: NAME=adapter or baseline directory, NAME=predictions.jsonl of a previous "
+        "eval, or 'random' (repeatable)",
     )
     routing = parser.add_argument_group("routing evaluation (--routing)")
     routing.add_argument("--routing", action="store_true", help="evaluate routing from --predictions instead")
@@ -112,11 +115,37 @@ def parse_scorers(specs: Sequence[str]) -> list[tuple[str, Path | None]]:
     return parsed
 
 
+def reused_scores(name: str, path: Path, ids: Sequence[str], targets: Sequence[str]) -> np.ndarray:
+    """``[N, targets]`` from the ``name`` column of a previous eval's ``predictions.jsonl``; every
+    record of this run must be there (same ids), so a stale file cannot be mixed in silently."""
+    import json
+
+    import numpy as np
+
+    from introroute.errors import DataError
+
+    by_id: dict[str, dict[str, float]] = {}
+    with path.open() as handle:
+        for number, line in enumerate(handle, 1):
+            row = json.loads(line)
+            if name not in row.get("scores", {}):
+                raise DataError(f"{path}:{number}: no scorer {name!r} (has {sorted(row.get('scores', {}))})")
+            by_id[row["id"]] = row["scores"][name]
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise DataError(f"{path}: {len(missing)} of {len(ids)} records have no scores, e.g. {missing[0]!r}")
+    try:
+        return np.array([[by_id[i][t] for t in targets] for i in ids], dtype=float)
+    except KeyError as error:
+        raise DataError(f"{path}: scorer {name!r} has no target {error.args[0]!r}") from None
+
+
 def score(
     name: str,
     directory: Path | None,
     conversations: list[Messages],
     groups: list[tuple[str, ...]],
+    ids: Sequence[str],
     args: argparse.Namespace,
 ) -> np.ndarray:
     """Probabilities ``[N, --targets]`` of one scorer."""
@@ -126,6 +155,8 @@ def score(
 
     if directory is None:
         return RandomScores(args.targets, args.seed).predict_proba(conversations)
+    if directory.suffix == ".jsonl" and directory.is_file():
+        return reused_scores(name, directory, ids, args.targets)
     if (directory / META_FILE).is_file():
         model_targets, probabilities = _introlm_scores(directory, conversations, args.batch_size)
     else:
@@ -205,10 +236,11 @@ def main(args: argparse.Namespace) -> int:
     scorers = parse_scorers(args.scorer)
     conversations, _ = to_examples(records, args.targets)
     groups = [task_path(r) for r in records]
+    ids = [r.id for r in records]
     predictions, seconds = {}, {}
     for name, directory in scorers:
         started = time.perf_counter()
-        predictions[name] = score(name, directory, conversations, groups, args)
+        predictions[name] = score(name, directory, conversations, groups, ids, args)
         seconds[name] = round(time.perf_counter() - started, 1)
         print(f"scored {len(records)} records with {name} in {seconds[name]} s")
     result = evaluate(records, args.targets, predictions, args.bootstrap, args.seed)
