@@ -111,7 +111,12 @@ from introroute import decision
 from introroute.router import Router
 
 config = json.loads(sys.argv[1])
-gatekeeper = FakeGatekeeper(lambda messages: {"self": float(messages[-1]["content"]), "gpt-4": 0.9})
+
+def scores(messages):  # the request text is P(self); the router's warm-up prompt is not a number
+    text = messages[-1]["content"]
+    return {"self": float(text) if text[:1].isdigit() else 0.5, "gpt-4": 0.9}
+
+gatekeeper = FakeGatekeeper(scores)
 router = Router.from_dict(config, gatekeeper=gatekeeper)
 out = []
 for p in json.loads(sys.argv[2]):
