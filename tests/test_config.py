@@ -196,3 +196,27 @@ def test_router_needs_a_gatekeeper_for_several_tiers():
     config = load_config({"tiers": [{"name": "a", **remote}, {"name": "b", **remote}]})
     with pytest.raises(ConfigError, match="gatekeeper: required"):
         Router(config)
+
+
+def test_gatekeeper_prefix_cache_setting_reaches_the_model(monkeypatch):
+    import introroute.gatekeeper
+
+    strong = "gpt-4-1106-preview"  # a head of the shipped adapter, which the config is checked against
+    tiers = [
+        {"name": "local", "target": "self"},
+        {"name": "large", "target": strong, "litellm_params": {"model": "openai/m"}},
+    ]
+    assert load_config({"tiers": tiers, "gatekeeper": {}}).gatekeeper.prefix_cache is None  # the adapter's
+    loaded = []
+
+    def from_pretrained(adapter, **options):
+        loaded.append(options)
+        return FakeGatekeeper(score_spec={"self": 0.9, strong: 0.95})
+
+    monkeypatch.setattr(introroute.gatekeeper.IntroLM, "from_pretrained", from_pretrained)
+    router = Router(load_config({"tiers": tiers, "gatekeeper": {"prefix_cache": False}}))
+    router.close()
+    assert loaded[0]["prefix_cache"] is False
+    remote = {"tiers": tiers[1:], "gatekeeper": {"url": "http://127.0.0.1:1", "prefix_cache": True}}
+    with pytest.raises(ConfigError, match=r"\['prefix_cache'\] configure the model of a local gatekeeper"):
+        load_config(remote)

@@ -242,3 +242,174 @@ def test_load_onto_other_base_fails_clearly(gk, tiny_lm, tmp_path):
         IntroLM.from_pretrained(str(adapter), base=str(other))
     with pytest.raises(AdapterError, match=r"introroute\.json is missing"):
         IntroLM.from_pretrained(str(tmp_path / "nowhere"), base=str(other))
+
+
+# -- the shared template head (introroute.gatekeeper.prefix) ------------------------------------
+
+# Like SmolLM2's: a default system prompt in front of every conversation that has none.
+SYSTEM_TEMPLATE = (
+    "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nyou are a helpful assistant "
+    "that answers the question<|im_end|>\n{% endif %}"
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+HEAD_PROMPTS = [
+    [{"role": "user", "content": "paris"}],
+    [{"role": "user", "content": "solve the problem step by step then give the final number 2 3 " * 2}],
+    PROMPTS[2][1:],  # multi-turn, no system message: the default one, so the whole head
+    PROMPTS[2],  # its own system message: shares the head's first tokens only
+]
+
+
+def _head_gatekeeper(base_dir, **config) -> IntroLM:
+    """A gatekeeper with :data:`SYSTEM_TEMPLATE`, its head scaled down so that scores sit mid-range
+    (where a difference in the logits shows in the probabilities)."""
+    gk = _gatekeeper(base_dir, **config)
+    gk.tokenizer.chat_template = SYSTEM_TEMPLATE
+    with torch.no_grad():
+        gk.head.weight.mul_(0.02)
+    return gk
+
+
+def _full_forward_scores(gk: IntroLM, prompt) -> np.ndarray:
+    """The reference: one prompt alone, one left-padded full forward (no head cache)."""
+    with torch.inference_mode():
+        return gk._probabilities(gk.forward_batch(gk.collate([prompt])).head_logits)[0]
+
+
+def _prompts(gk: IntroLM) -> list:
+    from introroute.gatekeeper.prompting import PromptIds
+
+    prompts = [gk.encode(m) for m in HEAD_PROMPTS]
+    return [*prompts, PromptIds(ids=prompts[1].ids[7:], truncated=True)]  # left-truncated: no head
+
+
+def test_prefix_helpers_lay_out_each_row_after_its_part_of_the_head():
+    from introroute.gatekeeper.prefix import HeadCache, common_prefix, suffix_layout
+
+    assert common_prefix([[1, 2, 3, 4], [1, 2, 3]]) == 2 and common_prefix([[1, 2], [1, 2]], keep=0) == 2
+    assert common_prefix([[1, 2, 3], [4, 2, 3]]) == 0 and common_prefix([]) == 0
+    head = HeadCache((1, 2, 3), ())
+    assert [head.reuse(p) for p in ([1, 2, 3, 4], [1, 2, 3], [1, 2, 9], [7], [])] == [3, 2, 2, 0, 0]
+    layout = suffix_layout([[1, 2, 3, 4], [1, 2, 9], [7, 8]], [3, 2, 0], 3, pad_id=0, tail=[99])
+    assert layout.input_ids.tolist() == [[0, 4, 99], [0, 9, 99], [7, 8, 99]]
+    assert layout.attention_mask.tolist() == [[1, 1, 1, 0, 1, 1], [1, 1, 0, 0, 1, 1], [0, 0, 0, 1, 1, 1]]
+    assert layout.position_ids[:, 1:].tolist() == [[3, 4], [2, 3], [1, 2]]  # continuing each own prefix
+
+
+def test_template_head_is_detected_from_the_chat_template(tiny_base_dir):
+    gk = _gatekeeper(tiny_base_dir)
+    prompt = gk.encode([{"role": "user", "content": "paris"}]).ids
+    paris = gk.tokenizer.convert_tokens_to_ids("paris")
+    assert gk.shared_head().ids == tuple(prompt[: prompt.index(paris)])  # "<|im_start|> user"
+    with_system = _head_gatekeeper(tiny_base_dir)
+    prompt = with_system.encode([{"role": "user", "content": "paris"}]).ids
+    head = with_system.shared_head()
+    assert head.ids == tuple(prompt[: prompt.index(paris)]) and len(head) > 10  # the system prompt too
+    assert len(head.layers) == with_system.plain.config.num_hidden_layers
+    assert head.layers[0][0].shape[:3] == (1, with_system.plain.config.num_key_value_heads, len(head))
+    nothing_in_front = _gatekeeper(tiny_base_dir)
+    nothing_in_front.tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+    assert nothing_in_front.shared_head() is None
+    prompt = nothing_in_front.encode(PROMPTS[0])
+    assert nothing_in_front.scores_encoded([prompt])[0] == pytest.approx(
+        dict(zip(TARGETS, _full_forward_scores(nothing_in_front, prompt), strict=True)), abs=1e-6
+    )
+    off = _gatekeeper(tiny_base_dir, prefix_cache=False)
+    assert off.shared_head() is None
+
+
+@pytest.mark.parametrize("num_intro_tokens", [1, 3])
+def test_scores_on_the_shared_head_equal_the_full_forward(tiny_base_dir, monkeypatch, num_intro_tokens):
+    gk = _head_gatekeeper(tiny_base_dir, num_intro_tokens=num_intro_tokens)
+    prompts = _prompts(gk)
+    expected = np.array([_full_forward_scores(gk, p) for p in prompts])
+    assert expected.min() > 0.05 and expected.max() < 0.95  # mid-range: differences would show
+    head = gk.shared_head()
+    assert [head.reuse(p.ids) for p in prompts] == [len(head)] * 3 + [2, 0]  # "<|im_start|> system"
+
+    full_forwards = []
+    forward_batch = gk.forward_batch
+    monkeypatch.setattr(
+        gk, "forward_batch", lambda b, **kw: full_forwards.append(b) or forward_batch(b, **kw)
+    )
+    batched = gk.scores_encoded(prompts)  # mixed lengths, partial and no reuse, one forward
+    np.testing.assert_allclose([list(s.values()) for s in batched], expected, atol=1e-5, rtol=0)
+    assert full_forwards == []  # all on top of the head
+    for prompt, want in zip(prompts, expected, strict=True):
+        np.testing.assert_allclose(list(gk.scores_encoded([prompt])[0].values()), want, atol=1e-5, rtol=0)
+    assert len(full_forwards) == 1  # only the truncated prompt, which shares nothing, ran in full
+    rows = gk.prefill_batch(prompts)  # a multi-row prefill keeps scores only: on the head too
+    np.testing.assert_allclose([list(r.scores.values()) for r in rows], expected, atol=1e-5, rtol=0)
+    assert all(r.cache is None for r in rows) and len(full_forwards) == 1
+    np.testing.assert_allclose(gk.scores_batch(HEAD_PROMPTS, batch_size=3), expected[:4], atol=1e-5, rtol=0)
+    # A single prefill keeps its cache for generation: a full forward, as before.
+    alone = gk.prefill_batch(prompts[:1])[0]
+    assert alone.cache.get_seq_length() == len(prompts[0].ids) and len(full_forwards) == 2
+    gk.config.prefix_cache = False  # the switch: every forward in full, same scores
+    np.testing.assert_allclose(
+        [list(s.values()) for s in gk.scores_encoded(prompts)], expected, atol=1e-5, rtol=0
+    )
+    assert len(full_forwards) == 3
+
+
+def test_concurrent_scorers_compute_the_head_once_and_never_change_it(tiny_base_dir, monkeypatch):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from introroute.gatekeeper.prefix import HeadCache
+
+    gk = _head_gatekeeper(tiny_base_dir)
+    prompts = _prompts(gk)
+    expected = np.array([_full_forward_scores(gk, p) for p in prompts])
+    prefills = []
+    prefill = HeadCache.prefill
+    monkeypatch.setattr(HeadCache, "prefill", lambda model, ids: prefills.append(ids) or prefill(model, ids))
+    assert gk._head_cache is None
+    start = threading.Barrier(8)
+
+    def caller(index: int) -> list[tuple[int, dict[str, float]]]:
+        start.wait()  # all at once, before the head exists
+        out = []
+        for step in range(4):
+            chosen = [(index + step + j) % len(prompts) for j in range(1 + (index + step) % len(prompts))]
+            out += list(zip(chosen, gk.scores_encoded([prompts[i] for i in chosen]), strict=True))
+        return out
+
+    with ThreadPoolExecutor(8) as pool:
+        results = [r for rows in pool.map(caller, range(8)) for r in rows]
+    assert len(prefills) == 1  # prefilled once, under the lock
+    head = gk.shared_head()
+    snapshot = [(k.clone(), v.clone()) for k, v in head.layers]
+    for index, scores in results:
+        np.testing.assert_allclose(list(scores.values()), expected[index], atol=1e-5, rtol=0)
+    gk.scores_encoded(prompts)
+    assert gk.shared_head() is head
+    for (k, v), (k0, v0) in zip(head.layers, snapshot, strict=True):
+        assert torch.equal(k, k0) and torch.equal(v, v0)  # read-only: forwards extend copies
+
+
+def test_prefix_cache_setting_loads_and_the_head_follows_the_dtype(gk, tiny_base_dir, tmp_path):
+    adapter = tmp_path / "adapter"
+    gk.save_pretrained(str(adapter))
+    assert IntroLM.from_pretrained(str(adapter), base=str(tiny_base_dir)).config.prefix_cache
+    off = IntroLM.from_pretrained(str(adapter), base=str(tiny_base_dir), prefix_cache=False)
+    assert off.shared_head() is None
+    np.testing.assert_allclose(off.scores_batch(PROMPTS), gk.scores_batch(PROMPTS), atol=1e-5, rtol=0)
+    assert gk.shared_head() is not None
+    gk.to(torch.float64)  # a cast drops the head; it is prefilled again in the new dtype
+    assert gk._head_cache is None and gk.shared_head().layers[0][0].dtype == torch.float64
+
+
+def test_a_short_max_context_still_finds_the_whole_head(tiny_base_dir):
+    gk = _head_gatekeeper(tiny_base_dir, max_context=12)
+    head = gk.shared_head()
+    assert head.ids == _head_gatekeeper(tiny_base_dir).shared_head().ids and len(head) > 11
+    prompts = [gk.encode(m) for m in HEAD_PROMPTS]
+    # Cut from the left, a prompt may still start like the head ("<|im_start|> system"): it reuses
+    # that much, at the same positions 0, 1 (the head's KV depends only on its own first tokens).
+    assert all(p.truncated for p in prompts) and max(head.reuse(p.ids) for p in prompts) < len(head)
+    expected = [_full_forward_scores(gk, p) for p in prompts]
+    np.testing.assert_allclose(
+        [list(s.values()) for s in gk.scores_encoded(prompts)], expected, atol=1e-5, rtol=0
+    )

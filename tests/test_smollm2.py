@@ -75,3 +75,25 @@ def test_cli_bad_messages_file(tmp_path, capsys):
     bad.write_text("[{")
     assert cli_main(["score", "--messages", str(bad)]) == 2
     assert "is not valid JSON" in capsys.readouterr().err
+
+
+def test_template_head_is_the_default_system_prompt_and_scores_agree(smollm2):
+    """The head found from SmolLM2's chat template, and scores on top of it equal full forwards."""
+    head = smollm2.shared_head()
+    assert smollm2.tokenizer.decode(list(head.ids)) == (
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+        "<|im_end|>\n<|im_start|>user\n"
+    )
+    conversations = [
+        QUESTION,
+        [{"role": "user", "content": "Name three prime numbers larger than one hundred, with a reason."}],
+        [{"role": "system", "content": "Answer in one word."}, *QUESTION],  # shares 3 tokens
+        [*QUESTION, {"role": "assistant", "content": "Paris."}, {"role": "user", "content": "And Peru?"}],
+    ]
+    prompts = [smollm2.encode(c) for c in conversations]
+    assert [head.reuse(p.ids) for p in prompts] == [len(head), len(head), 3, len(head)]
+    with torch.inference_mode():
+        full = [smollm2.forward_batch(smollm2.collate([p])).head_logits[0] for p in prompts]
+    expected = torch.sigmoid(torch.stack(full)).double()
+    batched = torch.tensor([list(s.values()) for s in smollm2.scores_encoded(prompts)], dtype=torch.float64)
+    torch.testing.assert_close(batched, expected, atol=1e-5, rtol=0)

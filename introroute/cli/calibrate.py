@@ -88,7 +88,11 @@ def gatekeeper_scores(
     if spec is None:
         raise ConfigError("the router has no 'gatekeeper' section to score with; pass --predictions")
     gk = IntroLM.from_pretrained(
-        spec.adapter, base=spec.base, max_context=spec.max_context, threads=spec.threads
+        spec.adapter,
+        base=spec.base,
+        max_context=spec.max_context,
+        threads=spec.threads,
+        prefix_cache=spec.prefix_cache,
     )
     probabilities = introlm_scores(gk, [[m.model_dump() for m in r.messages] for r in records], batch_size)
     return {ON_THE_FLY: {t: probabilities[:, i] for i, t in enumerate(gk.targets)}}

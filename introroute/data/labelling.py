@@ -64,21 +64,15 @@ class HFAnswerer:
         self.model = model
         self.tokenizer = tokenizer
 
-    def _prefix_cache(self, prefix: list[int]) -> Any:
-        """The KV cache of ``prefix`` alone (batch 1), computed without gradients."""
-        import torch
-
-        with torch.inference_mode():
-            ids = torch.tensor([prefix], device=self.model.device)
-            return self.model(input_ids=ids, use_cache=True).cache
-
     def __call__(self, batch: Sequence[ChatMessages], max_new_tokens: int) -> list[Answer]:
         import torch  # imported here: the LiteLLM path and log tools must not need torch
+
+        from introroute.gatekeeper.prefix import HeadCache, common_prefix
 
         tok = self.tokenizer
         texts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in batch]
         rows = [tok(text, add_special_tokens=False)["input_ids"] for text in texts]
-        shared = _common_prefix_length(rows) - 1  # keep >= 1 token per row for the first step
+        shared = common_prefix(rows)  # every row keeps >= 1 token for the first step
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         width = max(len(r) for r in rows) - shared
         ids, mask = [], []
@@ -88,9 +82,7 @@ class HFAnswerer:
             mask.append([1] * shared + [0] * pads + [1] * (len(row) - shared))
         kwargs: dict[str, Any] = {}
         if shared > 0:
-            cache = self._prefix_cache(rows[0][:shared])
-            cache.batch_repeat_interleave(len(rows))
-            kwargs["cache"] = cache
+            kwargs["cache"] = HeadCache.prefill(self.model, rows[0][:shared]).cache(len(rows))
         start = time.perf_counter()
         with torch.inference_mode():
             out = self.model.generate(
@@ -114,16 +106,6 @@ class HFAnswerer:
                 )
             )
         return answers
-
-
-def _common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
-    """How many leading token ids every row shares."""
-    first = rows[0]
-    n = min(len(r) for r in rows)
-    for i in range(n):
-        if any(r[i] != first[i] for r in rows):
-            return i
-    return n
 
 
 class LiteLLMAnswerer:

@@ -20,6 +20,11 @@ class IntroConfig:
     ``targets`` name the models whose success the head predicts: ``"self"`` is the gatekeeper's own
     base model, other names are models as written in routing logs. ``num_intro_tokens`` > 1 appends
     several distinct introspective tokens whose final hidden states are mean-pooled.
+
+    ``prefix_cache`` is a serving setting, not part of what the adapter learned: score-only
+    forwards reuse the chat template head's KV cache, prefilled once per loaded gatekeeper
+    (:mod:`introroute.gatekeeper.prefix`); False runs every prompt in full. Scores agree either
+    way to fp32 rounding.
     """
 
     targets: list[str] = field(default_factory=lambda: [SELF_TARGET])
@@ -32,6 +37,7 @@ class IntroConfig:
     train_intro_embedding: bool = True
     max_context: int = 2048
     seed: int = 0
+    prefix_cache: bool = True
 
     def __post_init__(self) -> None:
         if not self.targets or len(set(self.targets)) != len(self.targets):

@@ -10,6 +10,11 @@ only from the introspective tokens on, so the prompt positions, their logits and
 are the base model's. Cropping the introspective positions off the cache leaves exactly the
 cache a plain prefill would have built: the same prefill then serves local generation, which runs
 on a plain view of the base model (same weight tensors, no adapter wrappers on the hot path).
+
+Score-only forwards (scoring without a local answer, and every row of a batch of several) skip
+the chat template's head: its KV cache is the base model's too, so it is prefilled once per
+loaded gatekeeper and each forward runs only the prompt's own tokens and [INTRO] on top of it
+(:mod:`introroute.gatekeeper.prefix`; ``IntroConfig.prefix_cache``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from introroute.gatekeeper.config import IntroConfig
 from introroute.gatekeeper.fastpath import IntroView
 from introroute.gatekeeper.generation import DecodeState, SamplingParams, decode
 from introroute.gatekeeper.loading import BaseModel
+from introroute.gatekeeper.prefix import HeadCache, positions, suffix_layout, template_head
 from introroute.gatekeeper.prompting import PromptIds, encode_prompt
 from introroute.scoring import Generation, GenerationStream, Messages
 
@@ -123,6 +129,9 @@ class IntroLM(torch.nn.Module):
         )
         # Inference scoring without PEFT's per-call overhead (introroute.gatekeeper.fastpath).
         self._view = IntroView.build(peft_model, plain, intro_ids)
+        # The chat template head's KV cache (introroute.gatekeeper.prefix): computed once, under
+        # self._lock, on the first score-only forward (the router's warm-up), read-only after.
+        self._head_cache: HeadCache | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -177,6 +186,7 @@ class IntroLM(torch.nn.Module):
         it is rebuilt over the converted tensors."""
         super()._apply(fn, recurse)
         self._view = IntroView.build(self.peft_model, self.plain, self.intro_ids)
+        self._head_cache = None  # prefilled again, in the new dtype/device, when next needed
         return self
 
     def train(self, mode: bool = True) -> IntroLM:
@@ -204,12 +214,14 @@ class IntroLM(torch.nn.Module):
         max_context: int | None = None,
         threads: int | None = None,
         targets: list[str] | None = None,
+        prefix_cache: bool | None = None,
     ) -> IntroLM:
         """Load a saved adapter (a directory), the shipped default, or a fresh untrained gatekeeper.
 
         ``adapter=None`` uses the default adapter shipped in the package when one exists for the
         base; otherwise an untrained gatekeeper (``trained`` is False; its scores mean nothing yet)
-        with ``targets`` (default ``["self"]``).
+        with ``targets`` (default ``["self"]``). ``max_context`` and ``prefix_cache`` override the
+        adapter's :class:`IntroConfig` values.
         """
         from introroute.gatekeeper import persistence
 
@@ -218,6 +230,8 @@ class IntroLM(torch.nn.Module):
         model = persistence.load(adapter, base=base, targets=targets)
         if max_context:
             model.config.max_context = max_context
+        if prefix_cache is not None:
+            model.config.prefix_cache = prefix_cache
         return model
 
     def save_pretrained(self, directory: str) -> None:
@@ -264,7 +278,7 @@ class IntroLM(torch.nn.Module):
     @staticmethod
     def _positions(mask: torch.Tensor) -> torch.Tensor:
         """Position ids that ignore left padding, as ``generate`` computes them."""
-        return (mask.cumsum(dim=-1) - 1).clamp(min=0)
+        return positions(mask)
 
     # ------------------------------------------------------------------ the forward pass
     def _intro_inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -384,6 +398,63 @@ class IntroLM(torch.nn.Module):
             )
         return self.head(captured[0].mean(dim=1))
 
+    # ------------------------------------------------------------------ the shared template head
+    def shared_head(self) -> HeadCache | None:
+        """The chat template head's KV cache (see :mod:`introroute.gatekeeper.prefix`), prefilled
+        by the plain base model on first use; ``None`` when ``config.prefix_cache`` is off or the
+        template puts nothing in front of a user message.
+
+        Computed once under the model lock, then only read: concurrent scorers share it.
+        """
+        if not self.config.prefix_cache:
+            return None
+        head = self._head_cache
+        if head is None:
+            with self._lock:
+                head = self._head_cache
+                if head is None:
+                    ids = template_head(self._render_untruncated)
+                    head = HeadCache.prefill(self.plain, ids) if ids else HeadCache((), ())
+                    self._head_cache = head
+        return head if len(head) else None
+
+    def _render_untruncated(self, messages: Messages) -> list[int]:
+        """:meth:`encode`'s ids without left truncation (a short ``max_context`` must not cut
+        into the head that :func:`template_head` looks for)."""
+        with self._encode_lock:
+            return encode_prompt(self.tokenizer, messages, max_prompt_tokens=1 << 30).ids
+
+    def _head_cached_logits(self, prompts: Sequence[PromptIds]) -> torch.Tensor | None:
+        """Head logits ``[B, targets]`` with each prompt's part of the template head taken from
+        :meth:`shared_head`: one fast-path forward over the rest of each prompt and [INTRO].
+        ``None`` where that does not apply (no head, no prompt shares any of it, or a training /
+        gradient / disabled-adapter call, which the fast path does not serve): run in full."""
+        if not self._uses_view():
+            return None
+        head = self.shared_head()
+        if head is None:
+            return None
+        reused = [head.reuse(p.ids) for p in prompts]
+        cached = max(reused)
+        if cached == 0:
+            return None
+        ids = [p.ids for p in prompts]
+        layout = suffix_layout(ids, reused, cached, self.pad_id, tail=self.intro_ids)
+        assert self._view is not None
+        states = self._view(
+            layout.input_ids, layout.attention_mask, layout.position_ids, head.cache(len(prompts), cached)
+        )
+        return self.head(states[:, -len(self.intro_ids) :].mean(dim=1))
+
+    def _score_logits(self, prompts: Sequence[PromptIds]) -> torch.Tensor:
+        """Head logits of a score-only forward (no KV cache kept, no LM logits): on top of the
+        shared template head where it applies, else one full left-padded forward. Called under
+        the model lock."""
+        logits = self._head_cached_logits(prompts)
+        if logits is None:
+            logits = self.forward_batch(self.collate(prompts)).head_logits
+        return logits
+
     # ------------------------------------------------------------------ scoring API
     def _probabilities(self, logits: torch.Tensor) -> np.ndarray:
         return torch.sigmoid(logits.float()).numpy().astype(np.float64)
@@ -410,22 +481,30 @@ class IntroLM(torch.nn.Module):
         into another answer at a near-tie. So the rows of a multi-row batch carry scores only,
         and :meth:`generate_from` prefills such a row alone first: a local answer never depends
         on which requests happened to share its scoring forward (at the price of a second
-        prefill for the requests that were batched and then answered locally).
+        prefill for the requests that were batched and then answered locally). Being scores
+        only, a multi-row batch runs on top of the shared template head (:meth:`shared_head`);
+        a single prompt is prefilled in full, so its cache is exactly a plain prefill's.
         """
-        batch = self.collate(prompts)
         single = len(prompts) == 1
         started = time.perf_counter()
+        cache, next_logits = None, None
         with self._lock, torch.inference_mode():
-            output = self.forward_batch(batch, use_cache=single)
-            next_logits = self.next_token_logits(output) if single else None
+            if single:
+                output = self.forward_batch(self.collate(prompts), use_cache=True)
+                head_logits, cache, next_logits = (
+                    output.head_logits,
+                    output.cache,
+                    self.next_token_logits(output),
+                )
+            else:
+                head_logits = self._score_logits(prompts)
         forward_s = time.perf_counter() - started
-        probs = self._probabilities(output.head_logits)
-        width = batch.input_ids.shape[1]
+        probs = self._probabilities(head_logits)
         return [
             Prefill(
                 scores=dict(zip(self.targets, probs[row].tolist(), strict=True)),
-                cache=output.cache,
-                input_ids=batch.input_ids[row : row + 1, width - len(prompt.ids) :],
+                cache=cache,
+                input_ids=torch.tensor([prompt.ids], dtype=torch.long),
                 next_token_logits=next_logits,
                 truncated=prompt.truncated,
                 ignored_parts=prompt.ignored_parts,
@@ -436,10 +515,10 @@ class IntroLM(torch.nn.Module):
         ]
 
     def scores_encoded(self, prompts: Sequence[PromptIds]) -> list[dict[str, float]]:
-        """Scores of already encoded prompts, as one padded forward without a KV cache."""
-        batch = self.collate(prompts)
+        """Scores of already encoded prompts, as one forward without a KV cache (on top of the
+        shared template head where it applies, see :meth:`shared_head`)."""
         with self._lock, torch.inference_mode():
-            head_logits = self.forward_batch(batch).head_logits
+            head_logits = self._score_logits(prompts)
         probs = self._probabilities(head_logits)
         return [dict(zip(self.targets, row.tolist(), strict=True)) for row in probs]
 
@@ -453,15 +532,14 @@ class IntroLM(torch.nn.Module):
         return self.scores(messages)[self.targets[index]]
 
     def scores_batch(self, conversations: Sequence[Messages], batch_size: int = 8) -> np.ndarray:
-        """``[N, targets]`` probabilities; each chunk of ``batch_size`` is one padded forward."""
+        """``[N, targets]`` probabilities; each chunk of ``batch_size`` is one forward."""
         if not conversations:
             return np.zeros((0, len(self.targets)))
         prompts = [self.encode(m) for m in conversations]
         chunks = []
         for start in range(0, len(prompts), batch_size):
-            batch = self.collate(prompts[start : start + batch_size])
             with self._lock, torch.inference_mode():
-                head_logits = self.forward_batch(batch).head_logits
+                head_logits = self._score_logits(prompts[start : start + batch_size])
             chunks.append(self._probabilities(head_logits))
         return np.concatenate(chunks, axis=0)
 

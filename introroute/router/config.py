@@ -14,6 +14,7 @@ Schema (YAML)::
       adapter: null                   # adapter directory (null: the packaged default)
       max_context: 2048
       threads: 2
+      prefix_cache: true              # reuse the chat template head's KV cache (null: the adapter's)
       timeout_ms: 500                 # scoring budget (queue + forward); over it -> fail_safe tier
       max_batch_size: 8               # concurrent requests scored in one padded forward
       max_wait_ms: 2                  # how long a batch waits for more requests to join
@@ -114,8 +115,8 @@ class GatekeeperConfig(_Strict):
     See :mod:`introroute.router.gatekeeping` for the batching, admission and loading behaviour.
 
     ``url``: score through an ``introroute serve`` server instead; the process then never loads
-    torch (``base``/``adapter``/``max_context``/``threads`` belong to the server, so they are
-    errors here) and ``timeout_ms`` bounds each HTTP call.
+    torch (``base``/``adapter``/``max_context``/``threads``/``prefix_cache`` belong to the server, so
+    they are errors here) and ``timeout_ms`` bounds each HTTP call.
     """
 
     url: str | None = Field(
@@ -125,6 +126,10 @@ class GatekeeperConfig(_Strict):
     adapter: str | None = None
     max_context: int | None = Field(default=None, gt=0)
     threads: int | None = Field(default=None, gt=0)
+    prefix_cache: bool | None = Field(
+        default=None,
+        description="score on the chat template head's KV cache, prefilled once (null: the adapter's, on)",
+    )
     timeout_ms: float | None = Field(
         default=None, gt=0, description="scoring time budget, queueing included; None: wait for the score"
     )
@@ -145,7 +150,9 @@ class GatekeeperConfig(_Strict):
     @model_validator(mode="after")
     def _remote_is_configured_by_its_server(self) -> GatekeeperConfig:
         if self.url is not None:
-            local = sorted({"base", "adapter", "max_context", "threads"} & self.model_fields_set)
+            local = sorted(
+                {"base", "adapter", "max_context", "threads", "prefix_cache"} & self.model_fields_set
+            )
             if local:
                 raise ValueError(
                     f"{local} configure the model of a local gatekeeper; with url the server owns them"

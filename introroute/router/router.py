@@ -193,7 +193,11 @@ class Router:
         from introroute.gatekeeper import IntroLM  # torch: imported only when a request needs it
 
         return IntroLM.from_pretrained(
-            spec.adapter, base=spec.base, max_context=spec.max_context, threads=spec.threads
+            spec.adapter,
+            base=spec.base,
+            max_context=spec.max_context,
+            threads=spec.threads,
+            prefix_cache=spec.prefix_cache,
         )
 
     def _local_model(self) -> LocalModel:

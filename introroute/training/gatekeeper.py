@@ -26,6 +26,7 @@ from transformers import DynamicCache
 
 from introroute.evaluation.metrics import roc_auc, within_group_auc
 from introroute.gatekeeper.model import Batch, IntroLM
+from introroute.gatekeeper.prefix import HeadCache, common_prefix, suffix_layout
 from introroute.gatekeeper.prompting import PromptIds
 from introroute.scoring import Messages
 
@@ -130,13 +131,7 @@ def fast_head_logits(gk: IntroLM, batch: Batch) -> torch.Tensor:
 def _shared_prefix(batch: Batch) -> int:
     """How many leading tokens every prompt of the batch shares (at most the shortest minus one)."""
     rows = [p.ids for p in batch.prompts]
-    if len(rows) < 2:
-        return 0
-    shortest = min(len(r) for r in rows)
-    for i in range(shortest - 1):
-        if any(r[i] != rows[0][i] for r in rows):
-            return i
-    return shortest - 1
+    return common_prefix(rows) if len(rows) > 1 else 0
 
 
 def prefix_first(batch: Batch) -> Batch:
@@ -144,39 +139,38 @@ def prefix_first(batch: Batch) -> Batch:
 
     Why: chat-formatted prompts share their template head (SmolLM2's default system prompt is
     ~25 of a factual question's ~37 tokens). With the shared head in the first columns of every
-    row, :func:`shared_prefix_cache` prefills it once. Attention masks the pads wherever they
-    sit and positions follow the mask, so each row is computed as alone (the tests check the
-    loss and gradients against the naive forward on the left-padded batch).
+    row, :func:`shared_prefix_cache` prefills it once. The layout is serving's
+    (:func:`introroute.gatekeeper.prefix.suffix_layout`, every row reusing the whole shared
+    head): attention masks the pads wherever they sit and positions follow the mask, so each row
+    is computed as alone (the tests check the loss and gradients against the naive forward on
+    the left-padded batch).
     """
     shared = _shared_prefix(batch)
     if shared == 0:
         return batch
-    ids, mask = batch.input_ids.clone(), batch.attention_mask.clone()
-    width = ids.shape[1]
     pad = int(batch.input_ids[batch.attention_mask == 0][0]) if (batch.attention_mask == 0).any() else 0
-    head = torch.tensor(batch.prompts[0].ids[:shared], dtype=torch.long)
-    for row, prompt in enumerate(batch.prompts):
-        pads = width - len(prompt.ids)
-        ids[row, :shared], mask[row, :shared] = head, 1
-        ids[row, shared : shared + pads], mask[row, shared : shared + pads] = pad, 0
-        ids[row, shared + pads :] = torch.tensor(prompt.ids[shared:], dtype=torch.long)
-        mask[row, shared + pads :] = 1
-    return Batch(ids, mask, batch.lengths, batch.prompts)
+    rows = [p.ids for p in batch.prompts]
+    layout = suffix_layout(rows, [shared] * len(rows), shared, pad)
+    head = torch.tensor([rows[0][:shared]] * len(rows), dtype=torch.long)
+    return Batch(
+        torch.cat([head, layout.input_ids], dim=1), layout.attention_mask, batch.lengths, batch.prompts
+    )
 
 
 def shared_prefix_forward(gk: IntroLM, batch: Batch, **kwargs: Any) -> tuple[DynamicCache, Any]:
-    """The plain base model over a :func:`prefix_first` batch, the shared head prefilled once.
+    """The plain base model over a :func:`prefix_first` batch, the shared head prefilled once
+    (:class:`introroute.gatekeeper.prefix.HeadCache`, as serving's template head).
 
     Returns the prompt's KV cache (what :meth:`IntroLM.prompt_cache` returns) and the model
     output of the rest of the prompt (``kwargs`` go to that call, e.g. ``output_hidden_states``).
     """
     shared = _shared_prefix(batch)
     positions = gk._positions(batch.attention_mask)
+    rows = batch.input_ids.shape[0]
     with torch.no_grad():
         cache = DynamicCache()
         if shared:
-            cache = gk.plain(input_ids=batch.input_ids[:1, :shared], use_cache=True).cache
-            cache.batch_repeat_interleave(batch.input_ids.shape[0])
+            cache = HeadCache.prefill(gk.plain, batch.prompts[0].ids[:shared]).cache(rows)
         out = gk.plain(
             input_ids=batch.input_ids[:, shared:],
             attention_mask=batch.attention_mask,
