@@ -6,11 +6,13 @@ baseline is the same router at concurrency 1, run between every concurrent measu
 background load on this shared machine hits both alike; each speed-up is over the mean of the
 sequential runs on either side. No budget (``timeout_ms`` unset), so nothing is shed.
 
-The router has a local tier, so a lone request is prefilled in full (its KV cache is kept for a
-local answer) while the rows of a batch of several are scores only and run on top of the chat
-template head's cached KV (``IntroConfig.prefix_cache``). ``--prefix-cache both`` (the default)
-measures every concurrent point with the head cache and without it, each between two sequential
-runs, so the two columns see the same background load.
+With ``--tiers local`` (the default) the router has a local tier, so a lone request is prefilled in
+full (its KV cache is kept for a local answer) while the rows of a batch of several are scores
+only and run on top of the chat template head's cached KV (``IntroConfig.prefix_cache``).
+``--prefix-cache both`` (the default) measures every concurrent point with the head cache and
+without it, each between two sequential runs, so the two columns see the same background load.
+``--tiers remote`` has no local tier: a lone request is then scores only as well and uses the
+head cache too (a harder baseline).
 
     python benchmarks/scoring_throughput.py --out benchmarks/results/scoring_throughput.json
 """
@@ -69,6 +71,13 @@ def main() -> None:
         default="both",
         help="batches on top of the template head's KV cache (on), in full (off), or both, interleaved",
     )
+    parser.add_argument(
+        "--tiers",
+        choices=["local", "remote"],
+        default="local",
+        help="local: the cheap tier is the local model (a lone request keeps its KV cache, so it is "
+        "prefilled in full); remote: both tiers are remote (every request is scores only)",
+    )
     args = parser.parse_args()
 
     gk = IntroLM.from_pretrained()
@@ -76,7 +85,9 @@ def main() -> None:
     settings = {"on": [True], "off": [False], "both": [True, False]}[args.prefix_cache]
     rows = []
     for max_batch in args.max_batch_size:
-        rt = router(gk, f"throughput{max_batch}", max_batch_size=max_batch, max_wait_ms=2)
+        rt = router(
+            gk, f"throughput{max_batch}", local=args.tiers == "local", max_batch_size=max_batch, max_wait_ms=2
+        )
         before = run(rt, 1, args.sequential_requests)
         print(json.dumps(before), flush=True)
         for concurrency in args.concurrency:
@@ -105,6 +116,7 @@ def main() -> None:
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",
         "prompt_tokens": sorted({len(gk.encode(m).ids) for m in questions(32)}),
         "template_head_tokens": len(gk.shared_head() or ()),
+        "tiers": args.tiers,
         "results": rows,
     }
     write_result(args.out, result)

@@ -31,13 +31,23 @@ def questions(n: int) -> list[list[dict[str, str]]]:
     return [[{"role": "user", "content": pool[i % len(pool)]}] for i in range(n)]
 
 
-def router(gatekeeper: Any, name: str, routing_log: Path | None = None, **gatekeeper_options: Any) -> Router:
-    """A threshold router: the local tier, and a LiteLLM ``mock_response`` large tier."""
+def router(
+    gatekeeper: Any, name: str, routing_log: Path | None = None, local: bool = True, **gatekeeper_options: Any
+) -> Router:
+    """A threshold router: the local tier (or, ``local=False``, a remote small tier: every request
+    is then scores only), and a LiteLLM ``mock_response`` large tier."""
+    small: dict[str, Any] = {"name": "local", "target": "self"}
+    if not local:
+        small = {
+            "name": "small",
+            "target": "self",
+            "litellm_params": {"model": "openai/gpt-4o-mini", "mock_response": "(small)"},
+        }
     config = {
         "name": name,
         "gatekeeper": gatekeeper_options,
         "tiers": [
-            {"name": "local", "target": "self"},
+            small,
             {
                 "name": "large",
                 "target": "gpt-4-1106-preview",
@@ -46,7 +56,7 @@ def router(gatekeeper: Any, name: str, routing_log: Path | None = None, **gateke
             },
         ],
         "policy": {"type": "threshold", "params": {"tau": 0.5}},
-        "fallbacks": {"local": "large"},
+        "fallbacks": {small["name"]: "large"},
         "routing_log": str(routing_log) if routing_log else None,
     }
     return Router.from_dict(config, gatekeeper=gatekeeper)
