@@ -169,7 +169,7 @@ def test_baseline_fit_then_eval_end_to_end(tmp_path, log_file, tiny_base_dir, mo
 
     # A scorer from a previous run's predictions.jsonl: the same numbers, in a new report.
     previous = tmp_path / "results" / "predictions.jsonl"
-    reuse = ["--scorer", f"introlm={previous}", "--scorer", f"prior={previous}", "--out", "again"]
+    reuse = ["--scorer", f"introlm={previous},{previous}", "--scorer", f"prior={previous}", "--out", "again"]
     assert cli([*argv[:-2], *reuse]) == 0
     again = json.loads((tmp_path / "again" / "report.json").read_text())
     assert again["results"]["m1"]["introlm"] == report["results"]["m1"]["introlm"]

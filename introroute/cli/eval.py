@@ -3,7 +3,8 @@
 Each ``--scorer NAME=DIR`` is an IntroLM adapter directory (``introroute.json``) or a saved
 baseline (``baseline.json``); ``--scorer random`` needs no directory; ``--scorer NAME=FILE.jsonl``
 reuses the ``NAME`` column of a previous eval's ``predictions.jsonl`` (so scorers evaluated in
-separate runs, e.g. in parallel, end up in one report). Writes ``report.json``,
+separate runs, e.g. in parallel, end up in one report; ``A.jsonl,B.jsonl`` joins several, e.g. the
+runs of two logs for a report on the mixed log). Writes ``report.json``,
 ``report.md``, ``predictions.jsonl`` and ROC / reliability PNGs per target into ``--out``.
 
 ``--routing`` measures routing instead, from a previous run's ``predictions.jsonl``
@@ -115,8 +116,8 @@ def parse_scorers(specs: Sequence[str]) -> list[tuple[str, Path | None]]:
     return parsed
 
 
-def reused_scores(name: str, path: Path, ids: Sequence[str], targets: Sequence[str]) -> np.ndarray:
-    """``[N, targets]`` from the ``name`` column of a previous eval's ``predictions.jsonl``; every
+def reused_scores(name: str, paths: Sequence[Path], ids: Sequence[str], targets: Sequence[str]) -> np.ndarray:
+    """``[N, targets]`` from the ``name`` column of previous evals' ``predictions.jsonl``; every
     record of this run must be there (same ids), so a stale file cannot be mixed in silently."""
     import json
 
@@ -125,19 +126,22 @@ def reused_scores(name: str, path: Path, ids: Sequence[str], targets: Sequence[s
     from introroute.errors import DataError
 
     by_id: dict[str, dict[str, float]] = {}
-    with path.open() as handle:
-        for number, line in enumerate(handle, 1):
-            row = json.loads(line)
-            if name not in row.get("scores", {}):
-                raise DataError(f"{path}:{number}: no scorer {name!r} (has {sorted(row.get('scores', {}))})")
-            by_id[row["id"]] = row["scores"][name]
+    for path in paths:
+        with path.open() as handle:
+            for number, line in enumerate(handle, 1):
+                row = json.loads(line)
+                scores = row.get("scores", {})
+                if name not in scores:
+                    raise DataError(f"{path}:{number}: no scorer {name!r} (has {sorted(scores)})")
+                by_id[row["id"]] = scores[name]
     missing = [i for i in ids if i not in by_id]
     if missing:
-        raise DataError(f"{path}: {len(missing)} of {len(ids)} records have no scores, e.g. {missing[0]!r}")
+        where = ",".join(str(p) for p in paths)
+        raise DataError(f"{where}: {len(missing)} of {len(ids)} records have no scores, e.g. {missing[0]!r}")
     try:
         return np.array([[by_id[i][t] for t in targets] for i in ids], dtype=float)
     except KeyError as error:
-        raise DataError(f"{path}: scorer {name!r} has no target {error.args[0]!r}") from None
+        raise DataError(f"scorer {name!r} has no target {error.args[0]!r} in {paths[0]}") from None
 
 
 def score(
@@ -155,8 +159,9 @@ def score(
 
     if directory is None:
         return RandomScores(args.targets, args.seed).predict_proba(conversations)
-    if directory.suffix == ".jsonl" and directory.is_file():
-        return reused_scores(name, directory, ids, args.targets)
+    files = [Path(part) for part in str(directory).split(",")]
+    if all(f.suffix == ".jsonl" and f.is_file() for f in files):
+        return reused_scores(name, files, ids, args.targets)
     if (directory / META_FILE).is_file():
         model_targets, probabilities = _introlm_scores(directory, conversations, args.batch_size)
     else:

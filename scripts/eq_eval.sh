@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Issue 9 evaluation on SmolLM2's own EntityQuestions outcomes (README "Results: factual QA"): the IntroLM
+# adapter trained by scripts/eq_results.sh (paper placement r=32) and the no-LoRA ablation
+# ($RUNS/introlm_nolora), against the baselines fitted there, on held-out entities (test) and 3 unseen
+# relations (test_unseen); then the shipped `self` head on SmolLM2's MMLU answers and on a mixed log.
+# The two IntroLM scorers run in two lanes of one thread (a lane whose predictions exist is skipped: the
+# script resumes); the report joins them (--scorer NAME=predictions.jsonl).
+#   RUNS=runs/eq bash scripts/eq_eval.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-.venv/bin}
+RUNS=${RUNS:-runs/eq}
+EQ=self_smollm2_entityquestions
+export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1
+ev() { "$BIN/introroute" eval --targets self --threads 1 --batch-size 16 "$@"; }
+lane() {
+  local name=$1 adapter=$2
+  [[ -s "$RUNS/ev_$name/predictions.jsonl" ]] && return 0
+  { time ev --log "$EQ" --splits test test_unseen --bootstrap 10 --out "$RUNS/ev_$name" --scorer "$name=$adapter"; } \
+    >"$RUNS/ev_$name.log" 2>&1
+}
+lane introlm "$RUNS/introlm" &
+lane nolora "$RUNS/introlm_nolora" &
+wait
+ev --log "$EQ" --splits test test_unseen --out results/eq \
+  --scorer introlm="$RUNS/ev_introlm/predictions.jsonl" --scorer nolora="$RUNS/ev_nolora/predictions.jsonl" --scorer minilm_ft="$RUNS/minilm_ft" \
+  --scorer minilm_lr="$RUNS/minilm_lr" --scorer probe="$RUNS/probe" --scorer prior="$RUNS/prior" --scorer random
+for split in test test_unseen; do
+  "$BIN/python" -m introroute.routing_eval.deferral --predictions results/eq/predictions.jsonl --splits "$split" \
+    --reliability 0.95 --versus minilm_ft --out "results/eq/deferral_$split"
+done
+# The same `self` head where SmolLM2 is below chance (MMLU) and on a log mixing both kinds of traffic.
+ev --log self_smollm2_mmlu --splits test test_unseen --out results/eq_mmlu --scorer introlm="$RUNS/introlm" --scorer random
+ev --log "$EQ" self_smollm2_mmlu --splits test test_unseen --out results/eq_mixed --scorer random \
+  --scorer introlm="$RUNS/ev_introlm/predictions.jsonl,results/eq_mmlu/predictions.jsonl"
