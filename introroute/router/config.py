@@ -13,6 +13,8 @@ Schema (YAML)::
       adapter: null                   # adapter directory (null: the packaged default)
       max_context: 2048
       threads: 2
+      device: cpu                     # cpu, cuda, cuda:N or mps
+      dtype: float32                  # float32, bfloat16 or float16 (bf16 halves a GPU's memory)
       timeout_ms: 500                 # over budget -> fail_safe tier
       calibration:                    # optional; per gatekeeper target (introroute.calibration)
         gpt-4-1106-preview: {method: platt, a: 0.8, b: -0.3}
@@ -59,6 +61,7 @@ from pydantic import (
 )
 
 from introroute.calibration import CalibrationConfig
+from introroute.devices import check_device, check_dtype
 from introroute.errors import ConfigError, PolicyError
 from introroute.policies import TierInfo, build_policy
 
@@ -84,6 +87,8 @@ class GatekeeperConfig(_Strict):
     adapter: str | None = None
     max_context: int | None = Field(default=None, gt=0)
     threads: int | None = Field(default=None, gt=0)
+    device: Annotated[str, AfterValidator(check_device)] = "cpu"
+    dtype: Annotated[str, AfterValidator(check_dtype)] = "float32"
     timeout_ms: float | None = Field(default=None, gt=0, description="scoring time budget")
     calibration: dict[str, CalibrationConfig] | None = Field(
         default=None, description="per-target map applied to the scores before the policy decides"

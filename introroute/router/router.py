@@ -135,7 +135,12 @@ class Router:
         spec = self.config.gatekeeper
         assert spec is not None
         return IntroLM.from_pretrained(
-            spec.adapter, base=spec.base, max_context=spec.max_context, threads=spec.threads
+            spec.adapter,
+            base=spec.base,
+            max_context=spec.max_context,
+            threads=spec.threads,
+            device=spec.device,
+            dtype=spec.dtype,
         )
 
     def _local_model(self) -> LocalModel:
