@@ -6,6 +6,11 @@ prompt through the plain base model under ``no_grad`` (or reuses a cache kept fr
 epoch), then runs only the k introspective tokens, with the adapter, on top of that cache, and
 backpropagates through those k positions alone. :func:`naive_head_logits` is the full
 forward+backward this replaces; the tests prove both give the same loss and gradients.
+
+On GPUs the loop runs through Hugging Face Accelerate: ``mixed_precision`` autocasts the
+forwards (bf16/fp16, with fp16's loss scaling), and under ``accelerate launch`` each process
+trains on its share of the batches with the gradients averaged across processes. On one CPU
+process Accelerate adds nothing: the steps are exactly the plain PyTorch ones.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 
@@ -32,7 +38,13 @@ from introroute.scoring import Messages
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings. ``prompt_cache="memory"`` keeps every prompt cache after epoch 1."""
+    """Optimisation settings. ``prompt_cache="memory"`` keeps every prompt cache after epoch 1.
+
+    ``mixed_precision``: Accelerate's autocast ("no", "bf16", "fp16"); ``None`` takes what
+    ``accelerate launch`` / ``accelerate config`` set, else "no". Fixed once per process (Accelerate
+    keeps one global state). On a GPU, "memory" caches grow by the model's KV size per prompt
+    token (~0.15 MB for an 8B model): use "epoch" unless the training set is small.
+    """
 
     epochs: int = 4
     batch_size: int = 8
@@ -43,6 +55,7 @@ class TrainConfig:
     prompt_cache: Literal["epoch", "memory"] = "epoch"
     cache_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     progress: bool = True
+    mixed_precision: Literal["no", "bf16", "fp16"] | None = None
 
 
 @dataclass
@@ -128,7 +141,7 @@ class _CacheStore:
             ]
         cache = DynamicCache()
         for index, (keys, values) in enumerate(self.layers[key]):
-            cache.update(keys.float(), values.float(), index)
+            cache.update(keys.to(gk.dtype), values.to(gk.dtype), index)
         return cache
 
     @property
@@ -159,7 +172,7 @@ def _predict(gk: IntroLM, dataset: Dataset, batch_size: int, store: _CacheStore 
                 logits = gk.forward_batch(batch).head_logits
             else:
                 logits = gk.intro_forward(batch, store.get(gk, ("validation", start), batch))
-            out.append(torch.sigmoid(logits).numpy())
+            out.append(torch.sigmoid(logits).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(gk.targets)))
 
 
@@ -179,34 +192,42 @@ def fit(
     config = config or TrainConfig()
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=gk.device.type == "cpu")
     params = trainable_parameters(gk)
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    weight = pos_weights(train.labels)
+    optimizer = accelerator.prepare(torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay))
+    # float64 as ever, except on Apple GPUs, which have no float64
+    weight = pos_weights(train.labels).to(gk.device, torch.float32 if gk.device.type == "mps" else None)
     store = _CacheStore(getattr(torch, config.cache_dtype)) if config.prompt_cache == "memory" else None
-    fixed = _batches(train, config.batch_size, rng) if store else None
+    fixed = _shard(_batches(train, config.batch_size, rng), accelerator) if store else None
     result = TrainResult(best_epoch=-1, best_val_auc=-math.inf)
     best_state: dict[str, torch.Tensor] | None = None
     started = time.perf_counter()
     for epoch in range(config.epochs):
         gk.train()
-        batches = list(fixed) if fixed else _batches(train, config.batch_size, rng)
+        batches = list(fixed) if fixed else _shard(_batches(train, config.batch_size, rng), accelerator)
         if fixed:
             rng.shuffle(batches)
         losses = []
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress)
+        quiet = not config.progress or not accelerator.is_local_main_process
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=quiet)
         epoch_start = time.perf_counter()
         for rows in bar:
             batch = gk.collate([train.prompts[i] for i in rows])
-            cache = store.get(gk, tuple(rows), batch) if store else gk.prompt_cache(batch)
-            loss = masked_bce(gk.intro_forward(batch, cache), torch.from_numpy(train.labels[rows]), weight)
+            with accelerator.autocast():
+                cache = store.get(gk, tuple(rows), batch) if store else gk.prompt_cache(batch)
+                logits = gk.intro_forward(batch, cache)
+            loss = masked_bce(logits, torch.from_numpy(train.labels[rows]).to(logits.device), weight)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            accelerator.backward(loss)
+            _average_gradients(params, accelerator)
             optimizer.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         epoch_seconds = time.perf_counter() - epoch_start
-        aucs = validation_auc(gk, validation, config.batch_size, store)
+        with accelerator.autocast():  # every process validates on all of it: they agree on stopping
+            aucs = validation_auc(gk, validation, config.batch_size, store)
         mean_auc = float(np.nanmean(aucs)) if not np.all(np.isnan(aucs)) else float("nan")
+        # train_loss: this process's batches (all of them on one process)
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "epoch_s": epoch_seconds}
         row |= {f"val_auc/{t}": a for t, a in zip(gk.targets, aucs, strict=True)} | {"val_auc": mean_auc}
         if store:
@@ -216,7 +237,7 @@ def fit(
             result.best_epoch, result.best_val_auc = epoch + 1, mean_auc
             best_state = {k: v.detach().clone() for k, v in _trainable_state(gk).items()}
             gk.trained = True
-            if output_dir is not None:
+            if output_dir is not None and accelerator.is_main_process:
                 gk.eval()
                 gk.save_pretrained(str(output_dir))
         elif epoch + 1 - result.best_epoch >= config.patience:
@@ -226,6 +247,32 @@ def fit(
     gk.eval()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _shard(batches: list[list[int]], accelerator: Accelerator) -> list[list[int]]:
+    """This process's share of the batches under ``accelerate launch`` (all of them on one process).
+
+    Every process draws the same shuffled list (same seed) and takes every n-th batch; the
+    remainder is dropped so that all run the same number of steps, as the gradient average needs.
+    """
+    world = accelerator.num_processes
+    if world == 1:
+        return batches
+    return batches[accelerator.process_index : len(batches) - len(batches) % world : world]
+
+
+def _average_gradients(params: list[torch.nn.Parameter], accelerator: Accelerator) -> None:
+    """Data parallelism without a DDP wrapper: average the trainable gradients across processes.
+
+    A training step is two custom calls (plain prefill, then [INTRO] with the adapter), not one
+    ``model(...)`` that DDP could hook; and the trainable tensors (LoRA, [INTRO] rows, head) are a
+    few MB, so one all-reduce each per step costs little next to the forward.
+    """
+    if accelerator.num_processes == 1:
+        return
+    for param in params:
+        grad = param.grad if param.grad is not None else torch.zeros_like(param)
+        param.grad = accelerator.reduce(grad, reduction="mean")
 
 
 def _trainable_state(gk: IntroLM) -> dict[str, torch.Tensor]:
