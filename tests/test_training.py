@@ -56,9 +56,10 @@ def _conversations(n: int, seed: int) -> tuple[list, np.ndarray]:
 
 
 @pytest.mark.parametrize("num_intro_tokens", [1, 2])
-def test_fast_path_equals_naive_loss_and_gradients(tiny_base_dir, num_intro_tokens):
+def test_fast_path_equals_naive_loss_and_gradients(arch_dir, num_intro_tokens):
+    """Every supported architecture (tests/arch_support.py), fp32 on CPU."""
     gk = IntroLM.build(
-        load_base(tiny_base_dir), IntroConfig(targets=["self", "remote"], num_intro_tokens=num_intro_tokens)
+        load_base(arch_dir), IntroConfig(targets=["self", "remote"], num_intro_tokens=num_intro_tokens)
     )
     with torch.no_grad():
         for name, param in gk.peft_model.named_parameters():
@@ -80,7 +81,9 @@ def test_fast_path_equals_naive_loss_and_gradients(tiny_base_dir, num_intro_toke
     torch.testing.assert_close(fast_loss, naive_loss, rtol=1e-5, atol=1e-6)
     assert any(g.abs().sum() > 0 for g in naive_grads)
     for fast, naive in zip(fast_grads, naive_grads, strict=True):
-        torch.testing.assert_close(fast, naive, rtol=1e-4, atol=1e-6)
+        # fp32 rounding of the two computations, relative to each gradient's scale: an element
+        # near cancellation (Qwen2's q/k/v biases make some) has no meaningful relative error
+        torch.testing.assert_close(fast, naive, rtol=1e-4, atol=max(1e-6, 1e-4 * naive.abs().max().item()))
 
 
 def test_masked_bce_ignores_missing_labels():
@@ -146,3 +149,36 @@ def test_train_command_rejects_bad_input_before_loading_a_model(tmp_path, capsys
     )
     assert "missing.jsonl" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Accelerate keeps one mixed-precision setting per process; reset it around a test that sets one."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fit_with_bf16_autocast(tiny_base_dir, tmp_path, dtype, fresh_accelerate_state):
+    """The GPU recipe on the CPU: Accelerate's bf16 autocast over an fp32 or a bf16 base.
+
+    The prompt caches (kept in bf16) and the [INTRO] step mix dtypes under autocast; the head
+    still computes in fp32. It must learn as the fp32 run does and save an adapter that loads in
+    either precision.
+    """
+    gk = IntroLM.build(load_base(tiny_base_dir, dtype=dtype), IntroConfig(targets=["self", "remote"]))
+    train = make_dataset(gk, *_conversations(48, seed=1))
+    validation = make_dataset(gk, *_conversations(24, seed=2))
+    config = TrainConfig(
+        epochs=6, batch_size=8, lr=3e-3, patience=3, progress=False, prompt_cache="memory",
+        cache_dtype="bfloat16", mixed_precision="bf16",
+    )  # fmt: skip
+    result = fit(gk, train, validation, config, output_dir=tmp_path / "best")
+    assert result.history[result.best_epoch - 1]["val_auc/self"] >= 0.9
+    convs, _ = _conversations(4, seed=3)
+    for load_dtype in ("float32", "bfloat16"):
+        loaded = IntroLM.from_pretrained(str(tmp_path / "best"), base=str(tiny_base_dir), dtype=load_dtype)
+        np.testing.assert_allclose(loaded.scores_batch(convs), gk.scores_batch(convs), atol=0.05)
