@@ -111,9 +111,9 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
 def resolve_device(device: str | torch.device, dtype: str | torch.dtype = torch.float32) -> torch.device:
     """Check that ``device`` exists here and computes in ``dtype``, before anything is loaded.
 
-    float16 and bfloat16 both run on CPU with torch >= 2.4 (measured: a bf16 CPU forward is
-    about as fast as fp32 on small models, see the README); a CUDA GPU without native bf16
-    (pre-Ampere) would emulate it at a fraction of the speed, so it is refused with a hint.
+    float16 and bfloat16 both run on CPU (torch 2.13; the invariant tests run in bf16 there); a
+    CUDA GPU without native bf16 (pre-Ampere) would emulate it at a fraction of the speed, so it
+    is refused with a hint to use float16.
     """
     precision = resolve_dtype(dtype)
     try:

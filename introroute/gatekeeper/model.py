@@ -159,7 +159,10 @@ class IntroLM(torch.nn.Module):
         )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            peft_model = get_peft_model(model, peft_config)
+            # Adapter weights in the base's dtype: with PEFT's default upcast to fp32, every adapted
+            # projection would copy the whole prompt's activations to fp32 on each forward, for
+            # the few [INTRO] rows it adapts. fit() upcasts what trains to fp32 master weights.
+            peft_model = get_peft_model(model, peft_config, autocast_adapter_dtype=False)
             head = torch.nn.Linear(hidden_size, len(config.targets))  # fp32 whatever the base's dtype
             torch.nn.init.normal_(head.weight, std=0.02)
             torch.nn.init.zeros_(head.bias)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from peft.tuners.tuners_utils import cast_adapter_dtype
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 
@@ -193,6 +194,8 @@ def fit(
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=gk.device.type == "cpu")
+    # fp32 master weights for what trains, also on a half-precision base (no-op on an fp32 one)
+    cast_adapter_dtype(gk.peft_model, "default", autocast_adapter_dtype=True)
     params = trainable_parameters(gk)
     optimizer = accelerator.prepare(torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay))
     # float64 as ever, except on Apple GPUs, which have no float64
