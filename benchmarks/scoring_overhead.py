@@ -1,4 +1,4 @@
-"""Scoring overhead of the gatekeeper on SmolLM2: prefill() vs a plain base-model prefill.
+"""Scoring overhead of the gatekeeper: prefill() vs a plain base-model prefill (SmolLM2 by default).
 
 Both sides produce what the next step needs: the plain side a KV cache and last-position
 logits; ours additionally the [INTRO] score, from the same forward. ``peft`` is the same forward
@@ -9,7 +9,12 @@ instead of wall-clock ones: on a machine shared with other jobs a forward's wall
 measures how often it was preempted. Also: cold load (GGUF dequantisation into an empty cache)
 vs cached load.
 
+The same script runs unchanged on a GPU (``--device cuda --dtype bfloat16``, any ``--base``);
+the JSON records the device, its name and the dtype, and GPU timings synchronise the device.
+
     python benchmarks/scoring_overhead.py --out benchmarks/results/scoring_overhead.json
+    python benchmarks/scoring_overhead.py --base gemma-3-270m --out benchmarks/results/scoring_gemma3.json
+    python benchmarks/scoring_overhead.py --base /models/Qwen3-8B --device cuda --dtype bf16 --out gpu.json
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from introroute.gatekeeper import IntroLM
+from introroute.gatekeeper import DEFAULT_BASE, IntroLM
 from introroute.gatekeeper.model import Batch
 
 FILLER = "Explain, step by step and with examples, how photosynthesis turns light into chemical energy. "
@@ -75,6 +80,38 @@ def _peft(gk: IntroLM, batch: Batch) -> None:
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
+def _synchronize(gk: IntroLM) -> None:
+    """Wait for queued GPU kernels, so a timing covers the work and not just its launch."""
+    if gk.device.type == "cuda":
+        torch.cuda.synchronize(gk.device)
+    elif gk.device.type == "mps":
+        torch.mps.synchronize()
+
+
+def _timed(fn, gk: IntroLM, batch: Batch, clock=time.perf_counter) -> float:
+    _synchronize(gk)
+    start = clock()
+    fn(gk, batch)
+    _synchronize(gk)
+    return clock() - start
+
+
+def device_report(gk: IntroLM) -> dict:
+    """What the numbers were measured on: device, its name, dtype, torch threads."""
+    device = gk.device
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".replace("  ", " ")
+    return {
+        "device": str(device),
+        "device_name": name,
+        "dtype": str(gk.dtype).removeprefix("torch."),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+
+
 def overhead(gk: IntroLM, tokens: int, rows: int, repeats: int, clock=time.perf_counter) -> dict:
     batch = _batch(gk, tokens, rows)
     sides = {"plain": _plain_prefill, "plain_plus_one": _plain_plus_one, "introlm": _ours, "peft": _peft}
@@ -84,9 +121,7 @@ def overhead(gk: IntroLM, tokens: int, rows: int, repeats: int, clock=time.perf_
             fn(gk, batch)
         for _ in range(repeats):
             for name, fn in sides.items():
-                start = clock()
-                fn(gk, batch)
-                times[name].append(clock() - start)
+                times[name].append(_timed(fn, gk, batch, clock))
     med = {name: statistics.median(t) for name, t in times.items()}
     return {
         "prompt_tokens": tokens,
@@ -105,14 +140,15 @@ def overhead(gk: IntroLM, tokens: int, rows: int, repeats: int, clock=time.perf_
     }
 
 
-def _load_seconds(cache: str | None) -> float:
+def _load_seconds(cache: str | None, args: argparse.Namespace) -> float:
     """Time a gatekeeper load in a fresh process (so nothing is reused from this one)."""
     env = dict(os.environ)
     if cache is not None:
         env["INTROROUTE_CACHE"] = cache
+    options = f"base={args.base!r}, device={args.device!r}, dtype={args.dtype!r}"
     code = (
         "import time; t = time.perf_counter(); from introroute.gatekeeper import IntroLM; "
-        "IntroLM.from_pretrained(); print(time.perf_counter() - t)"
+        f"IntroLM.from_pretrained({options}); print(time.perf_counter() - t)"
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
@@ -127,11 +163,14 @@ def main() -> None:
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--skip-load", action="store_true", help="skip the cold/cached load timing")
+    parser.add_argument("--base", default=DEFAULT_BASE, help="packaged name, .gguf file or HF directory")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     args = parser.parse_args()
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    gk = IntroLM.from_pretrained()
+    gk = IntroLM.from_pretrained(base=args.base, device=args.device, dtype=args.dtype)
     rows = []
     for tokens in args.tokens:
         for batch in args.batches:
@@ -141,16 +180,17 @@ def main() -> None:
     result = {
         "benchmark": "scoring_overhead",
         "base": gk.base_name,
+        "trained_adapter": gk.trained,
         "goal": "introlm_prefill_s / plain_prefill_s <= 1.05 at 32, 64 and 256 tokens, batch 1 and 8",
         "clock": args.clock,
-        "torch_threads": torch.get_num_threads(),
+        **device_report(gk),
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",
         "results": rows,
     }
     if not args.skip_load:
         with tempfile.TemporaryDirectory() as empty:
-            result["load_cold_s"] = _load_seconds(empty)
-        result["load_cached_s"] = _load_seconds(None)
+            result["load_cold_s"] = _load_seconds(empty, args)
+        result["load_cached_s"] = _load_seconds(None, args)
         print(f"load: cold {result['load_cold_s']:.1f} s, cached {result['load_cached_s']:.1f} s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -38,6 +38,7 @@ def router_server(router_openai_server: OpenAIServer) -> OpenAIServer:
 
 # --- data suite -----------------------------------------------------------------------------
 # Builders live in data_support.py; the gatekeeper tests use tiny_lm too.
+from arch_support import ARCHITECTURES, save_tiny_model  # noqa: E402
 from data_support import build_synthetic_data, build_tiny_lm  # noqa: E402
 
 
@@ -64,3 +65,10 @@ def tiny_base_dir(tiny_lm, tmp_path):
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+@pytest.fixture(scope="session", params=ARCHITECTURES)
+def arch_dir(request, tmp_path_factory):
+    """A tiny random model of each supported architecture (arch_support.py), saved once per session
+    as an HF directory: a test that takes it runs once per architecture."""
+    return save_tiny_model(request.param, tmp_path_factory.mktemp(request.param))

@@ -1,17 +1,22 @@
-"""The gatekeeper's contracts, on a tiny random Llama (fast) with a perturbed adapter.
+"""The gatekeeper's contracts, on tiny random models (fast) with a perturbed adapter.
 
 The adapter is perturbed (non-zero LoRA B, moved [INTRO] row, random head) so "the adapter does
 not touch prompt positions" is tested against an adapter that really changes the [INTRO] state.
+The invariants (prompt logits and KV cache, generation, batch equality, save/load, spoof-proof
+prompting) take ``arch_dir`` and so run on every supported architecture (tests/arch_support.py);
+the rest run on the tiny word-level Llama. Precision: fp32 on CPU unless a test says otherwise;
+where a test compares against a *different* computation (a prefill of the prompt alone, another
+batch shape) it says which tolerance holds and why.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 
 import numpy as np
 import pytest
 import torch
+from transformers import AutoModelForCausalLM, DynamicCache
 
 from introroute.errors import (
     AdapterError,
@@ -21,6 +26,7 @@ from introroute.errors import (
     UnknownTargetError,
 )
 from introroute.gatekeeper import IntroConfig, IntroLM, load_base
+from introroute.gatekeeper.loading import weights_fingerprint
 
 TARGETS = ["self", "gpt-4-1106-preview"]
 PROMPTS = [
@@ -47,8 +53,17 @@ def _perturb(gk: IntroLM, seed: int = 1) -> IntroLM:
     return gk
 
 
-def _gatekeeper(base_dir, **config) -> IntroLM:
-    return _perturb(IntroLM.build(load_base(base_dir), IntroConfig(targets=TARGETS, **config)))
+def _gatekeeper(base_dir, dtype: str = "float32", **config) -> IntroLM:
+    base = load_base(base_dir, dtype=dtype)
+    return _perturb(IntroLM.build(base, IntroConfig(targets=TARGETS, **config)))
+
+
+# Where a test compares two *different* computations (a prefill of the prompt alone, another batch
+# shape), the tolerance of the precision it runs in: fp32 rounding, or a few bf16 ulps (2^-8).
+# Measured on this project's CPU: bf16 and fp16 were bit-identical there too (their CPU matmuls
+# accumulate in fp32 and round once), but another CPU's kernels may block differently.
+CLOSE = {"float32": {"rtol": 1e-5, "atol": 1e-6}, "bfloat16": {"rtol": 2e-2, "atol": 1e-4}}
+SCORES_ATOL = {"float32": 1e-5, "bfloat16": 1e-3}
 
 
 @pytest.fixture
@@ -56,8 +71,18 @@ def gk(tiny_base_dir) -> IntroLM:
     return _gatekeeper(tiny_base_dir)
 
 
-@pytest.mark.parametrize("batch_rows", [[0], [0, 1], [2, 0, 1]])
-def test_prompt_logits_and_cache_equal_base(gk, batch_rows):
+@pytest.fixture
+def arch_gk(arch_dir) -> IntroLM:
+    return _gatekeeper(arch_dir)
+
+
+@pytest.mark.parametrize(
+    ("batch_rows", "dtype"),
+    [([0], "float32"), ([0, 1], "float32"), ([2, 0, 1], "float32"), ([2, 0, 1], "bfloat16")],
+)
+def test_prompt_logits_and_cache_equal_base(arch_dir, batch_rows, dtype):
+    gk = _gatekeeper(arch_dir, dtype=dtype)
+    assert gk.dtype == getattr(torch, dtype) and gk.head.weight.dtype == torch.float32
     batch = gk.collate([gk.encode(PROMPTS[i]) for i in batch_rows])
     width = batch.input_ids.shape[1]
     k = len(gk.intro_ids)
@@ -68,37 +93,50 @@ def test_prompt_logits_and_cache_equal_base(gk, batch_rows):
         output = gk.forward_batch(batch, logits_to_keep=0, use_cache=True)
         logits, head_logits, cache, _ = output
         next_logits = gk.next_token_logits(output)
+        # Full-length caches, as the gatekeeper keeps (a sliding-window layer's own cache would
+        # hold only the last window of positions; the generation test covers that equivalence).
         with gk.peft_model.disable_adapter():
             base_out = gk.peft_model(
-                input_ids=ids, attention_mask=mask, position_ids=gk._positions(mask), use_cache=True
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=gk._positions(mask),
+                cache=DynamicCache(),
+                use_cache=True,
             )
             base_head = gk.forward_batch(batch).head_logits
         plain = gk.plain(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,
             position_ids=gk._positions(batch.attention_mask),
+            cache=DynamicCache(),
             use_cache=True,
         )
     vocab = gk.base_vocab_size
-    # Exact: the adapter changes nothing at prompt positions of the same token sequence.
+    # Bit-identical in any precision: the adapter changes nothing at the prompt positions of the
+    # same token sequence (same kernels, same inputs), logits and every layer's cache.
     assert torch.equal(logits[:, :width, :vocab], base_out.logits[:, :width, :vocab])
-    assert torch.equal(cache.layers[0].keys, base_out.past_key_values.layers[0].keys[:, :, :width])
+    for ours, theirs in zip(cache.layers, base_out.cache.layers, strict=True):
+        assert torch.equal(ours.keys, theirs.keys[:, :, :width])
+        assert torch.equal(ours.values, theirs.values[:, :, :width])
     # Against a prefill of the prompt alone (one position fewer in every matmul) the kernels may
-    # round differently; equal to fp32 rounding (identical on SmolLM2 here, see the slow test).
-    torch.testing.assert_close(logits[:, :width, :vocab], plain.logits[:, :, :vocab], rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(next_logits[:, :vocab], logits[:, width - 1, :vocab], rtol=1e-5, atol=1e-6)
+    # round differently: equal to the precision's rounding (identical on SmolLM2, see the slow test).
+    close = CLOSE[dtype]
+    torch.testing.assert_close(logits[:, :width, :vocab], plain.logits[:, :, :vocab], **close)
+    torch.testing.assert_close(next_logits[:, :vocab], logits[:, width - 1, :vocab], **close)
     assert cache.get_seq_length() == width
-    for ours, theirs in zip(cache.layers, plain.past_key_values.layers, strict=True):
-        torch.testing.assert_close(ours.keys, theirs.keys, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(ours.values, theirs.values, rtol=1e-5, atol=1e-6)
+    for ours, theirs in zip(cache.layers, plain.cache.layers, strict=True):
+        torch.testing.assert_close(ours.keys, theirs.keys, **close)
+        torch.testing.assert_close(ours.values, theirs.values, **close)
     # ...while the adapter really changes what the head reads at [INTRO].
     assert not torch.allclose(head_logits, base_head)
     assert logits.shape[1] == width + k
 
 
-def test_generate_from_equals_plain_generate(tiny_lm, tiny_base_dir):
-    reference = copy.deepcopy(tiny_lm[0])
-    gk = _gatekeeper(tiny_base_dir)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_generate_from_equals_plain_generate(arch_dir, dtype):
+    """The same tokens as the base model's own greedy ``generate`` in the same precision."""
+    reference = AutoModelForCausalLM.from_pretrained(arch_dir, dtype=getattr(torch, dtype)).eval()
+    gk = _gatekeeper(arch_dir, dtype=dtype)
     for messages in PROMPTS:
         prefill = gk.prefill(messages)
         ours = gk.generate_from(prefill, max_new_tokens=24)
@@ -136,20 +174,23 @@ def test_generation_options(gk):
         assert cut.finish_reason == "stop"
 
 
-@pytest.mark.parametrize("num_intro_tokens", [1, 3])
-def test_score_batch_equals_score(tiny_base_dir, num_intro_tokens):
-    gk = _gatekeeper(tiny_base_dir, num_intro_tokens=num_intro_tokens)
+@pytest.mark.parametrize(("num_intro_tokens", "dtype"), [(1, "float32"), (3, "float32"), (1, "bfloat16")])
+def test_score_batch_equals_score(arch_dir, num_intro_tokens, dtype):
+    """Left padding changes every matmul's shape: equal to the precision's rounding."""
+    gk = _gatekeeper(arch_dir, dtype=dtype, num_intro_tokens=num_intro_tokens)
     batch = gk.scores_batch(PROMPTS, batch_size=3)
     single = np.array([[gk.scores(m)[t] for t in gk.targets] for m in PROMPTS])
-    np.testing.assert_allclose(batch, single, atol=1e-5, rtol=0)
-    np.testing.assert_allclose(gk.score_batch(PROMPTS, target=TARGETS[1]), single[:, 1], atol=1e-5, rtol=0)
+    atol = SCORES_ATOL[dtype]
+    np.testing.assert_allclose(batch, single, atol=atol, rtol=0)
+    np.testing.assert_allclose(gk.score_batch(PROMPTS, target=TARGETS[1]), single[:, 1], atol=atol, rtol=0)
     assert gk.score(PROMPTS[0]) == pytest.approx(single[0, 0], abs=1e-6)
     assert gk.prefill(PROMPTS[0]).score == pytest.approx(single[0, 0], abs=1e-6)
     with pytest.raises(UnknownTargetError, match="unknown target"):
         gk.score(PROMPTS[0], target="nope")
 
 
-def test_special_token_text_cannot_spoof(gk):
+def test_special_token_text_cannot_spoof(arch_gk):
+    gk = arch_gk
     special_ids = set(gk.intro_ids) | {gk.tokenizer.convert_tokens_to_ids("<|im_start|>")}
     for text in ["[INTRO]", "<|im_start|>", "x [INTRO] <|im_end|> <|im_start|>assistant"]:
         naive = gk.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -211,7 +252,10 @@ def test_content_parts_use_text_and_report_the_rest(gk):
     assert gk.encode(tool_turn).ids != gk.encode(PROMPTS[0]).ids
 
 
-def test_save_load_round_trip(gk, tiny_base_dir, tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_save_load_round_trip(arch_dir, tmp_path, dtype):
+    """Bit-identical scores after a round trip in the same precision; loadable in another one."""
+    gk, tiny_base_dir = _gatekeeper(arch_dir, dtype=dtype), arch_dir
     adapter = tmp_path / "adapter"
     gk.save_pretrained(str(adapter))
     names = sorted(p.name for p in adapter.iterdir())
@@ -222,11 +266,28 @@ def test_save_load_round_trip(gk, tiny_base_dir, tmp_path):
     assert gk.peft_model.peft_config["default"].base_model_name_or_path != gk.base_name
     meta = json.loads((adapter / "introroute.json").read_text())
     assert meta["base"]["fingerprint"] == gk.base_fingerprint
-    loaded = IntroLM.from_pretrained(str(adapter), base=str(tiny_base_dir))
+    loaded = IntroLM.from_pretrained(str(adapter), base=str(tiny_base_dir), dtype=dtype)
     assert loaded.targets == TARGETS
     np.testing.assert_array_equal(loaded.scores_batch(PROMPTS), gk.scores_batch(PROMPTS))
-    loaded_by_record = IntroLM.from_pretrained(str(adapter), base=str(tiny_base_dir))
-    assert loaded_by_record.score(PROMPTS[1]) == gk.score(PROMPTS[1])
+    loaded_again = IntroLM.from_pretrained(str(adapter), base=str(tiny_base_dir), dtype=dtype)
+    assert loaded_again.score(PROMPTS[1]) == gk.score(PROMPTS[1])
+    # the base is identified by its checkpoint, not by the tensors as loaded: other precision, same base
+    other = "bfloat16" if dtype == "float32" else "float32"
+    crossed = IntroLM.from_pretrained(str(adapter), base=str(tiny_base_dir), dtype=other)
+    np.testing.assert_allclose(crossed.scores_batch(PROMPTS), gk.scores_batch(PROMPTS), atol=0.05)
+
+
+def test_legacy_fingerprint_is_accepted_in_fp32(gk, tiny_base_dir, tmp_path):
+    """Adapters saved before the checkpoint fingerprint recorded the fp32 weights' statistics."""
+    adapter = tmp_path / "adapter"
+    gk.save_pretrained(str(adapter))
+    meta = json.loads((adapter / "introroute.json").read_text())
+    meta["base"]["fingerprint"] = weights_fingerprint(load_base(tiny_base_dir).model)
+    (adapter / "introroute.json").write_text(json.dumps(meta))
+    loaded = IntroLM.from_pretrained(str(adapter), base=str(tiny_base_dir))
+    np.testing.assert_array_equal(loaded.scores_batch(PROMPTS), gk.scores_batch(PROMPTS))
+    with pytest.raises(BaseModelMismatchError, match="was trained on base"):
+        IntroLM.from_pretrained(str(adapter), base=str(tiny_base_dir), dtype="bfloat16")
 
 
 def test_load_onto_other_base_fails_clearly(gk, tiny_lm, tmp_path):

@@ -19,7 +19,7 @@ import introroute
 
 PACKAGE = Path(introroute.__file__).parent
 ROOT_INIT = "introroute.__init__"  # the public API: re-exports of the online path only
-CONTRACTS = {"introroute.errors", "introroute.messages", "introroute.scoring"}
+CONTRACTS = {"introroute.errors", "introroute.messages", "introroute.scoring", "introroute.devices"}
 ONLINE = {
     ROOT_INIT,
     *CONTRACTS,
@@ -44,6 +44,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "introroute.errors": set(),
     "introroute.messages": {"introroute.errors"},
     "introroute.scoring": set(),
+    "introroute.devices": set(),  # device and dtype names, without torch (config validation, CLI)
     "introroute.policies": {"introroute.errors"},
     "introroute.gatekeeper": CONTRACTS,
     "introroute.router": CONTRACTS

@@ -19,6 +19,7 @@ from introroute.training.gatekeeper import (
     masked_bce,
     naive_head_logits,
     pos_weights,
+    prefix_first_where_exact,
     trainable_parameters,
 )
 
@@ -73,16 +74,22 @@ def _adapted(base_dir, num_intro_tokens: int = 1) -> IntroLM:
 @pytest.mark.parametrize(
     ("num_intro_tokens", "system"), [(1, None), (2, None), (1, "what is the capital of france a b c")]
 )
-def test_fast_path_equals_naive_loss_and_gradients(tiny_base_dir, num_intro_tokens, system):
-    """With a shared system prompt the fast path prefills the shared head once (prefix_first)."""
-    gk = _adapted(tiny_base_dir, num_intro_tokens)
+def test_fast_path_equals_naive_loss_and_gradients(arch_dir, num_intro_tokens, system):
+    """Every supported architecture (tests/arch_support.py), fp32 on CPU. With a shared system
+    prompt the fast path prefills the shared head once (prefix_first); SmolLM2's chat template
+    adds a default system prompt, so on its tokenizer every prompt shares a head."""
+    gk = _adapted(arch_dir, num_intro_tokens)
     gk.train()
     conversations, labels = _conversations(6, seed=0)
     if system:
         conversations = [[{"role": "system", "content": system}, *c] for c in conversations]
     data = make_dataset(gk, conversations, labels)
     batch = gk.collate(data.prompts)  # mixed lengths: left padding is exercised
-    assert (_shared_prefix(batch) > 8) == bool(system)
+    assert _shared_prefix(batch) > 8 or not system
+    # the tiny Mistral's and Gemma 3's 8-token windows are narrower than these prompts: the
+    # shared head cannot go first there (the pads would fill the windows), the batch stays as is
+    windowed = arch_dir.name.startswith(("mistral", "gemma3"))
+    assert (prefix_first_where_exact(gk, batch) is batch) == (windowed or _shared_prefix(batch) == 0)
     weight = pos_weights(labels)
     results = []
     for path in (naive_head_logits, fast_head_logits):
@@ -95,7 +102,9 @@ def test_fast_path_equals_naive_loss_and_gradients(tiny_base_dir, num_intro_toke
     torch.testing.assert_close(fast_loss, naive_loss, rtol=1e-5, atol=1e-6)
     assert any(g.abs().sum() > 0 for g in naive_grads)
     for fast, naive in zip(fast_grads, naive_grads, strict=True):
-        torch.testing.assert_close(fast, naive, rtol=1e-4, atol=1e-6)
+        # fp32 rounding of the two computations, relative to each gradient's scale: an element
+        # near cancellation (Qwen2's q/k/v biases make some) has no meaningful relative error
+        torch.testing.assert_close(fast, naive, rtol=1e-4, atol=max(1e-6, 1e-4 * naive.abs().max().item()))
 
 
 def test_masked_bce_ignores_missing_labels():
@@ -217,3 +226,36 @@ def test_cache_store_keeps_the_shared_head_once(tiny_base_dir):
     full = sum(layer.keys.nbytes + layer.values.nbytes for layer in direct.layers) / 2**30
     rows, width = batch.input_ids.shape
     assert store.gib == pytest.approx(full * (1 - head / width * (1 - 1 / rows)))  # head kept once
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Accelerate keeps one mixed-precision setting per process; reset it around a test that sets one."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fit_with_bf16_autocast(tiny_base_dir, tmp_path, dtype, fresh_accelerate_state):
+    """The GPU recipe on the CPU: Accelerate's bf16 autocast over an fp32 or a bf16 base.
+
+    The prompt caches (kept in bf16) and the [INTRO] step mix dtypes under autocast; the head
+    still computes in fp32. It must learn as the fp32 run does and save an adapter that loads in
+    either precision.
+    """
+    gk = IntroLM.build(load_base(tiny_base_dir, dtype=dtype), IntroConfig(targets=["self", "remote"]))
+    train = make_dataset(gk, *_conversations(48, seed=1))
+    validation = make_dataset(gk, *_conversations(24, seed=2))
+    config = TrainConfig(
+        epochs=6, batch_size=8, lr=3e-3, patience=3, progress=False, prompt_cache="memory",
+        cache_dtype="bfloat16", mixed_precision="bf16",
+    )  # fmt: skip
+    result = fit(gk, train, validation, config, output_dir=tmp_path / "best")
+    assert result.history[result.best_epoch - 1]["val_auc/self"] >= 0.9
+    convs, _ = _conversations(4, seed=3)
+    for load_dtype in ("float32", "bfloat16"):
+        loaded = IntroLM.from_pretrained(str(tmp_path / "best"), base=str(tiny_base_dir), dtype=load_dtype)
+        np.testing.assert_allclose(loaded.scores_batch(convs), gk.scores_batch(convs), atol=0.05)

@@ -82,18 +82,11 @@ def gatekeeper_scores(
     """Score ``records`` with the router's configured gatekeeper: ``{ON_THE_FLY: {target: [N]}}``."""
     from introroute.cli.eval import introlm_scores
     from introroute.errors import ConfigError
-    from introroute.gatekeeper import IntroLM
 
     spec = config.gatekeeper
     if spec is None:
         raise ConfigError("the router has no 'gatekeeper' section to score with; pass --predictions")
-    gk = IntroLM.from_pretrained(
-        spec.adapter,
-        base=spec.base,
-        max_context=spec.max_context,
-        threads=spec.threads,
-        prefix_cache=spec.prefix_cache,
-    )
+    gk = spec.load_introlm()
     probabilities = introlm_scores(gk, [[m.model_dump() for m in r.messages] for r in records], batch_size)
     return {ON_THE_FLY: {t: probabilities[:, i] for i, t in enumerate(gk.targets)}}
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from introroute.devices import add_device_arguments
 from introroute.errors import MessagesError
 
 
@@ -19,7 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("question", nargs="?", help="the user message to score")
     parser.add_argument("--messages", type=Path, help="a JSON file with a list of chat messages instead")
     parser.add_argument("--adapter", help="adapter directory (default: the shipped adapter, if any)")
-    parser.add_argument("--base", help="base model: smollm2-135m-instruct, a .gguf file or an HF directory")
+    parser.add_argument(
+        "--base", help="base model: smollm2-135m-instruct, gemma-3-270m, a .gguf file or an HF directory"
+    )
+    add_device_arguments(parser)
     parser.add_argument("--answer", action="store_true", help="also generate the local model's answer")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, help="torch CPU threads")
@@ -54,7 +58,9 @@ def main(args: argparse.Namespace) -> int:
 
     messages = read_messages(args)
     started = time.perf_counter()
-    gatekeeper = IntroLM.from_pretrained(args.adapter, base=args.base, threads=args.threads)
+    gatekeeper = IntroLM.from_pretrained(
+        args.adapter, base=args.base, threads=args.threads, device=args.device, dtype=args.dtype
+    )
     loaded = time.perf_counter()
     prefill = gatekeeper.prefill(messages)
     report: dict[str, Any] = {
@@ -64,6 +70,8 @@ def main(args: argparse.Namespace) -> int:
         "truncated": prefill.truncated,
         "ignored_parts": prefill.ignored_parts,
         "timings_s": {"load": loaded - started, "prefill": prefill.timings["total_s"]},
+        "device": str(gatekeeper.device),
+        "dtype": str(gatekeeper.dtype).removeprefix("torch."),
     }
     if args.answer:
         generated = time.perf_counter()

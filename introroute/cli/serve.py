@@ -13,6 +13,7 @@ import importlib
 import sys
 from typing import Any
 
+from introroute.devices import add_device_arguments
 from introroute.errors import ConfigError
 
 
@@ -20,7 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--adapter", help="adapter directory (default: the shipped adapter, if any)")
-    parser.add_argument("--base", help="base model: smollm2-135m-instruct, a .gguf file or an HF directory")
+    parser.add_argument(
+        "--base", help="base model: smollm2-135m-instruct, gemma-3-270m, a .gguf file or an HF directory"
+    )
+    add_device_arguments(parser)
     parser.add_argument("--max-context", type=int, help="prompt tokens kept (longer prompts are truncated)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--scorer", help="serve 'pkg.module:factory' (a callable returning a Scorer) instead")
@@ -46,7 +50,12 @@ def load_scorer(args: argparse.Namespace) -> Any:
     from introroute.gatekeeper import IntroLM
 
     return IntroLM.from_pretrained(
-        args.adapter, base=args.base, max_context=args.max_context, threads=args.threads
+        args.adapter,
+        base=args.base,
+        max_context=args.max_context,
+        threads=args.threads,
+        device=args.device,
+        dtype=args.dtype,
     )
 
 

@@ -1,5 +1,10 @@
 """``introroute train``: fit the gatekeeper's heads on a routing log (train split; early stopping on
-the validation split), and save the best epoch as an adapter directory."""
+the validation split), and save the best epoch as an adapter directory.
+
+``--device cuda --dtype bfloat16`` trains on a GPU; ``accelerate launch -m introroute.cli train ...``
+runs the same command on several GPUs (one process each, gradients averaged), with
+``--mixed-precision`` or accelerate's own ``--mixed_precision`` for autocast.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,20 @@ import json
 from pathlib import Path
 
 from introroute.data.paths import add_log_argument
+from introroute.devices import add_device_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_log_argument(parser)
     parser.add_argument("--targets", nargs="+", required=True, help="target names as in the log ('self'...)")
     parser.add_argument("--out", type=Path, required=True, help="adapter directory to write")
-    parser.add_argument("--base", default="smollm2-135m-instruct")
+    parser.add_argument("--base", default="smollm2-135m-instruct", help="packaged name, .gguf or HF dir")
+    add_device_arguments(parser)
+    parser.add_argument(
+        "--mixed-precision",
+        choices=["no", "bf16", "fp16"],
+        help="autocast the forwards (default: what accelerate launch configured, else no)",
+    )
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=5e-4)
@@ -31,7 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-context", type=int, default=1024)
     parser.add_argument("--limit-train", type=int, help="seeded random subset of the train split")
     parser.add_argument("--limit-val", type=int, help="seeded random subset of the validation split")
-    parser.add_argument("--prompt-cache", choices=["epoch", "memory"], default="memory")
+    parser.add_argument(
+        "--prompt-cache",
+        choices=["epoch", "memory"],
+        default="memory",
+        help="memory: keep every prompt's KV cache after epoch 1 (fast; on a large model use epoch)",
+    )
     parser.add_argument("--cache-dtype", choices=["float32", "bfloat16", "float16"], default="bfloat16")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-class-weight", action="store_true", help="plain BCE (no pos_weight)")
@@ -44,11 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     import torch
+    from accelerate import PartialState
 
     from introroute.data.records import load_logs, select, to_examples
     from introroute.evaluation.report import task_path
     from introroute.gatekeeper import IntroConfig, IntroLM, load_base
     from introroute.gatekeeper.config import DEFAULT_TARGET_MODULES, PAPER_TARGET_MODULES
+    from introroute.gatekeeper.loading import resolve_device
     from introroute.training.gatekeeper import TrainConfig, fit, make_dataset
 
     if args.threads:
@@ -70,7 +89,11 @@ def main(args: argparse.Namespace) -> int:
         max_context=args.max_context,
         seed=args.seed,
     )
-    gk = IntroLM.build(load_base(args.base), config)
+    device = resolve_device(args.device, args.dtype)  # no GPU here: fail before loading anything
+    state = PartialState(cpu=device.type == "cpu")
+    if device.type == "cuda" and device.index is None:
+        device = state.device  # under `accelerate launch`: this process's own GPU
+    gk = IntroLM.build(load_base(args.base, device=device, dtype=args.dtype), config)
     train = make_dataset(gk, *train_examples)
     # early stopping on within-task AUC (MMLU subject, EntityQuestions relation)
     validation = make_dataset(gk, *val_examples, groups=["/".join(task_path(r)) for r in val_records])
@@ -92,11 +115,14 @@ def main(args: argparse.Namespace) -> int:
             schedule=args.schedule,
             warmup=args.warmup,
             max_grad_norm=args.max_grad_norm,
+            mixed_precision=args.mixed_precision,
         ),
         output_dir=args.out,
     )
+    if not state.is_main_process:
+        return 0  # the main process saved the adapter and writes the history
     summary = {"best_epoch": result.best_epoch, "best_val_auc": result.best_val_auc}
-    summary["seconds"] = result.seconds
+    summary |= {"seconds": result.seconds, "device": str(device), "processes": state.num_processes}
     history = json.dumps(summary | {"history": result.history}, indent=2)
     (args.out / "training_history.json").write_text(history + "\n")
     print(json.dumps(summary))

@@ -64,7 +64,11 @@ class TailLoRALinear(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.linear(x, self._w, self._bias)
         k = self.k
-        if x.shape[0] == 1:  # one row: 2-D products, the add fused into the second
+        if self._a.dtype != x.dtype:  # fp32 master weights over a half-precision base (training)
+            # as PEFT: the update in the adapter's dtype, added there, rounded once to the output's
+            update = F.linear(F.linear(x[:, -k:].to(self._a.dtype), self._a), self._b) * self.scaling
+            out[:, -k:] = (out[:, -k:] + update).to(out.dtype)
+        elif x.shape[0] == 1:  # one row: 2-D products, the add fused into the second
             out[0, -k:].addmm_(F.linear(x[0, -k:], self._a), self._b.t(), alpha=self.scaling)
         else:
             out[:, -k:].add_(F.linear(F.linear(x[:, -k:], self._a), self._b), alpha=self.scaling)
@@ -156,7 +160,11 @@ class IntroView:
         k = len(self._intro_ids)
         if self._intro_rows is not None:
             delta, order = self._intro_rows
-            embeds[:, -k:] = delta[order].to(embeds.dtype)
+            rows = delta[order].to(embeds.dtype)
+            scale = getattr(self.decoder.get_input_embeddings(), "embed_scale", None)
+            if scale is not None:  # Gemma's scaled embedding, applied as PEFT's trainable tokens do
+                rows = rows * scale.to(rows.dtype)
+            embeds[:, -k:] = rows
         return embeds
 
     def __call__(

@@ -15,6 +15,10 @@ Score-only forwards (scoring without a local answer, and every row of a batch of
 the chat template's head: its KV cache is the base model's too, so it is prefilled once per
 loaded gatekeeper and each forward runs only the prompt's own tokens and [INTRO] on top of it
 (:mod:`introroute.gatekeeper.prefix`; ``IntroConfig.prefix_cache``).
+
+The model runs on one device in the base's dtype (:func:`~introroute.gatekeeper.loading.load_base`);
+batches are built on the CPU and moved once, and what leaves the model (probabilities, the logits
+decoding samples from) comes back to the CPU as float32, so callers never see a device tensor.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import numpy as np
 import torch
 from peft import LoraConfig, PeftConfig, PeftModel, TrainableTokensConfig, get_peft_model
 from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+from peft.tuners.tuners_utils import cast_adapter_dtype
 from transformers import AddedToken, AutoModelForCausalLM, DynamicCache, PreTrainedModel
 
 from introroute.errors import GatekeeperError, UnknownTargetError
@@ -37,7 +42,7 @@ from introroute.gatekeeper.config import IntroConfig
 from introroute.gatekeeper.fastpath import IntroView
 from introroute.gatekeeper.generation import DecodeState, SamplingParams, decode
 from introroute.gatekeeper.loading import BaseModel
-from introroute.gatekeeper.prefix import HeadCache, positions, suffix_layout, template_head
+from introroute.gatekeeper.prefix import HeadCache, attention_window, positions, suffix_layout, template_head
 from introroute.gatekeeper.prompting import PromptIds, encode_prompt
 from introroute.scoring import Generation, GenerationStream, Messages
 
@@ -156,6 +161,7 @@ class IntroLM(torch.nn.Module):
                 if output is not None and output.weight.data_ptr() != embeddings.data_ptr():
                     output.weight[base_vocab_size:] = 0.0
         plain = _plain_view(model)
+        hidden_size = model.config.get_text_config().hidden_size
         peft_config: PeftConfig = (
             LoraConfig(
                 r=config.lora_r,
@@ -173,10 +179,14 @@ class IntroLM(torch.nn.Module):
         )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            peft_model = get_peft_model(model, peft_config)
-            head = torch.nn.Linear(model.config.hidden_size, len(config.targets))
+            # Adapter weights in the base's dtype: with PEFT's default upcast to fp32, every adapted
+            # projection would copy the whole prompt's activations to fp32 on each forward, for
+            # the few [INTRO] rows it adapts. fit() upcasts what trains to fp32 master weights.
+            peft_model = get_peft_model(model, peft_config, autocast_adapter_dtype=False)
+            head = torch.nn.Linear(hidden_size, len(config.targets))  # fp32 whatever the base's dtype
             torch.nn.init.normal_(head.weight, std=0.02)
             torch.nn.init.zeros_(head.bias)
+        head.to(model.device)  # initialised on the CPU: the same head on every device
         intro_lm = cls(peft_model, plain, base, head, config, intro_ids, base_vocab_size)
         intro_lm.eval()
         return intro_lm
@@ -202,8 +212,17 @@ class IntroLM(torch.nn.Module):
                 if mode and module.merged:
                     module.unmerge()
                 elif not mode and not module.merged:
-                    module.merge()
+                    _merge_in_place(module)
         return self
+
+    def upcast_trainable(self) -> None:
+        """fp32 master weights for what trains (LoRA, [INTRO] rows), also on a half-precision base.
+
+        PEFT re-creates the upcast parameters, so the fast-path view, which holds the parameter
+        objects, is rebuilt over the new ones. A no-op on an fp32 base.
+        """
+        cast_adapter_dtype(self.peft_model, "default", autocast_adapter_dtype=True)
+        self._view = IntroView.build(self.peft_model, self.plain, self.intro_ids)
 
     @classmethod
     def from_pretrained(
@@ -215,19 +234,23 @@ class IntroLM(torch.nn.Module):
         threads: int | None = None,
         targets: list[str] | None = None,
         prefix_cache: bool | None = None,
+        device: str = "cpu",
+        dtype: str = "float32",
     ) -> IntroLM:
         """Load a saved adapter (a directory), the shipped default, or a fresh untrained gatekeeper.
 
         ``adapter=None`` uses the default adapter shipped in the package when one exists for the
         base; otherwise an untrained gatekeeper (``trained`` is False; its scores mean nothing yet)
         with ``targets`` (default ``["self"]``). ``max_context`` and ``prefix_cache`` override the
-        adapter's :class:`IntroConfig` values.
+        adapter's :class:`IntroConfig` values. ``device`` (cpu, cuda, cuda:N, mps) and ``dtype``
+        (float32, bfloat16, float16) place the base model; an adapter trained in one precision
+        loads in another (its base is identified by the checkpoint, not the loaded tensors).
         """
         from introroute.gatekeeper import persistence
 
         if threads:
             torch.set_num_threads(threads)
-        model = persistence.load(adapter, base=base, targets=targets)
+        model = persistence.load(adapter, base=base, targets=targets, device=device, dtype=dtype)
         if max_context:
             model.config.max_context = max_context
         if prefix_cache is not None:
@@ -244,6 +267,16 @@ class IntroLM(torch.nn.Module):
     @property
     def targets(self) -> list[str]:
         return list(self.config.targets)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the base model's weights (and every forward) live."""
+        return self.plain.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The base model's compute dtype (the head is float32 regardless)."""
+        return self.plain.dtype
 
     def _target_index(self, target: str | None) -> int:
         if target is None:
@@ -266,13 +299,14 @@ class IntroLM(torch.nn.Module):
             return encode_prompt(self.tokenizer, messages, self.max_prompt_tokens)
 
     def collate(self, prompts: Sequence[PromptIds]) -> Batch:
-        """Left-pad prompts into one batch."""
+        """Left-pad prompts into one batch, on the model's device (built on the CPU, moved once)."""
         width = max(len(p.ids) for p in prompts)
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for row, prompt in enumerate(prompts):
             ids[row, width - len(prompt.ids) :] = torch.tensor(prompt.ids, dtype=torch.long)
             mask[row, width - len(prompt.ids) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
         return Batch(ids, mask, mask.sum(dim=1), list(prompts))
 
     @staticmethod
@@ -284,8 +318,20 @@ class IntroLM(torch.nn.Module):
     def _intro_inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """The introspective token ids for every row, and the attention mask extended over them."""
         rows, k = batch.input_ids.shape[0], len(self.intro_ids)
-        intro = torch.tensor([self.intro_ids] * rows, dtype=torch.long)
-        return intro, torch.cat([batch.attention_mask, torch.ones((rows, k), dtype=torch.long)], dim=1)
+        intro = torch.tensor([self.intro_ids] * rows, dtype=torch.long, device=self.device)
+        ones = torch.ones((rows, k), dtype=torch.long, device=self.device)
+        return intro, torch.cat([batch.attention_mask, ones], dim=1)
+
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Head logits from the mean final hidden state at the introspective positions, in fp32.
+
+        In bf16 the hidden state has 8 significant bits; a bf16 dot product over thousands of
+        dimensions would quantise the head logit by ~1e-2, enough to move a probability across a
+        routing threshold, and under autocast a Linear would run in bf16 even with fp32 weights.
+        One row per prompt costs nothing in fp32, so the head always computes there.
+        """
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            return self.head(hidden.float().mean(dim=1))
 
     @contextmanager
     def _final_hidden(self, last: int) -> Iterator[list[torch.Tensor]]:
@@ -328,6 +374,9 @@ class IntroLM(torch.nn.Module):
         intro, mask = self._intro_inputs(batch)
         ids = torch.cat([batch.input_ids, intro], dim=1)
         positions = self._positions(mask)
+        # DynamicCache() without the model config keeps every position in every layer, also in
+        # sliding-window layers (Mistral, Gemma 3): a windowed layer keeps only its last window,
+        # so cropping [INTRO] off it would leave fewer positions than the next token attends to.
         cache = DynamicCache() if use_cache else None
         logits = None
         if self._uses_view():
@@ -336,7 +385,7 @@ class IntroLM(torch.nn.Module):
             hidden = states[:, -(k + 1) :]
             if logits_to_keep is not None:
                 kept = states if logits_to_keep == 0 else states[:, -logits_to_keep:]
-                logits = self.plain.get_output_embeddings()(kept)
+                logits = self._lm_logits(kept)
         else:
             with self._final_hidden(k + 1) as captured:
                 out = self.peft_model(
@@ -352,7 +401,7 @@ class IntroLM(torch.nn.Module):
             logits = None if logits_to_keep is None else out.logits
         if cache is not None:
             cache.crop(-k)  # keep the prompt positions only: exactly the base model's cache
-        return IntroOutput(logits, self.head(hidden[:, -k:].mean(dim=1)), cache, hidden)
+        return IntroOutput(logits, self._head(hidden[:, -k:]), cache, hidden)
 
     def next_token_logits(self, output: IntroOutput) -> torch.Tensor:
         """LM logits ``[B, V]`` at the last prompt position, for generation.
@@ -361,7 +410,17 @@ class IntroLM(torch.nn.Module):
         two positions sends the LM head down a batched-matmul path that copies the whole
         vocabulary matrix (~25 ms on SmolLM2), more than the rest of the scoring overhead.
         """
-        return self.plain.get_output_embeddings()(output.hidden[:, -len(self.intro_ids) - 1, :])
+        return self._lm_logits(output.hidden[:, -len(self.intro_ids) - 1, :])
+
+    def _lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The LM head over final hidden states, with Gemma's final logit soft-capping applied as
+        its ``forward`` applies it (other logit rescalings are refused at load by
+        ``check_architecture``)."""
+        logits = self.plain.get_output_embeddings()(hidden)
+        cap = getattr(self.plain.config.get_text_config(), "final_logit_softcapping", None)
+        if cap is not None:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
 
     def prompt_cache(self, batch: Batch) -> DynamicCache:
         """The prompt's KV cache from the plain base model, without gradients.
@@ -391,12 +450,12 @@ class IntroLM(torch.nn.Module):
             self.peft_model(
                 input_ids=intro,
                 attention_mask=mask,
-                position_ids=batch.lengths.unsqueeze(1) + torch.arange(k).unsqueeze(0),
+                position_ids=batch.lengths.unsqueeze(1) + torch.arange(k, device=self.device).unsqueeze(0),
                 cache=cache,
                 use_cache=True,
                 logits_to_keep=1,
             )
-        return self.head(captured[0].mean(dim=1))
+        return self._head(captured[0])
 
     # ------------------------------------------------------------------ the shared template head
     def shared_head(self) -> HeadCache | None:
@@ -440,11 +499,18 @@ class IntroLM(torch.nn.Module):
             return None
         ids = [p.ids for p in prompts]
         layout = suffix_layout(ids, reused, cached, self.pad_id, tail=self.intro_ids)
+        window = attention_window(self.plain)
+        if window is not None and layout.attention_mask.shape[1] > window:
+            return None  # pads mid-row would take window slots (see attention_window)
         assert self._view is not None
+        device = self.device
         states = self._view(
-            layout.input_ids, layout.attention_mask, layout.position_ids, head.cache(len(prompts), cached)
+            layout.input_ids.to(device),
+            layout.attention_mask.to(device),
+            layout.position_ids.to(device),
+            head.cache(len(prompts), cached),
         )
-        return self.head(states[:, -len(self.intro_ids) :].mean(dim=1))
+        return self._head(states[:, -len(self.intro_ids) :])
 
     def _score_logits(self, prompts: Sequence[PromptIds]) -> torch.Tensor:
         """Head logits of a score-only forward (no KV cache kept, no LM logits): on top of the
@@ -457,7 +523,7 @@ class IntroLM(torch.nn.Module):
 
     # ------------------------------------------------------------------ scoring API
     def _probabilities(self, logits: torch.Tensor) -> np.ndarray:
-        return torch.sigmoid(logits.float()).numpy().astype(np.float64)
+        return torch.sigmoid(logits.float()).cpu().numpy().astype(np.float64)
 
     def prefill(self, messages: Messages) -> Prefill:
         """Score ``messages`` and keep the prompt's KV cache, ready for :meth:`generate_from`."""
@@ -494,7 +560,7 @@ class IntroLM(torch.nn.Module):
                 head_logits, cache, next_logits = (
                     output.head_logits,
                     output.cache,
-                    self.next_token_logits(output),
+                    self.next_token_logits(output).float().cpu(),
                 )
             else:
                 head_logits = self._score_logits(prompts)
@@ -557,13 +623,13 @@ class IntroLM(torch.nn.Module):
             nonlocal position
             with self._lock, torch.inference_mode():
                 out = self.plain(
-                    input_ids=torch.tensor([[token]]),
-                    position_ids=torch.tensor([[position]]),
+                    input_ids=torch.tensor([[token]], device=self.device),
+                    position_ids=torch.tensor([[position]], device=self.device),
                     cache=prefill.cache,
                     use_cache=True,
                 )
             position += 1
-            return out.logits[:, -1, :]
+            return out.logits[:, -1, :].float().cpu()
 
         return step
 
@@ -620,6 +686,21 @@ class IntroLM(torch.nn.Module):
             prompt_tokens=prefill.prompt_tokens,
             completion_tokens=len(state.token_ids),
         )
+
+
+def _merge_in_place(layer: TrainableTokensLayer, adapter: str = "default") -> None:
+    """PEFT's ``merge`` writing the [INTRO] rows into the existing weight instead of a copy.
+
+    PEFT's own merge builds a new matrix (``index_copy``), so the plain view would keep the old
+    one alive: a second embedding matrix (1.2 GB for an 8B model in bf16) and a plain model whose
+    [INTRO] row differs from the adapter's. In place, both share one matrix with the trained row;
+    PEFT's ``unmerge`` already restores the original rows in place.
+    """
+    weight = layer.base_layer.weight
+    index = torch.tensor(layer.token_indices[adapter], device=weight.device)
+    with torch.no_grad():
+        weight.index_copy_(0, index, layer.trainable_tokens_delta[adapter].to(weight))
+    layer.merged_adapters.append(adapter)
 
 
 def _plain_view(model: PreTrainedModel) -> PreTrainedModel:

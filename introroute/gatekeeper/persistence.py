@@ -84,17 +84,25 @@ def _read_meta(directory: Path) -> dict[str, Any]:
     return meta
 
 
-def load(adapter: str | Path | None, *, base: str | None = None, targets: list[str] | None = None) -> IntroLM:
-    """Load an adapter onto its base (or ``base``), or build an untrained gatekeeper."""
+def load(
+    adapter: str | Path | None,
+    *,
+    base: str | None = None,
+    targets: list[str] | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+) -> IntroLM:
+    """Load an adapter onto its base (or ``base``) on ``device`` in ``dtype``, or build an untrained one."""
     from introroute.gatekeeper.model import IntroLM
 
     directory = Path(adapter) if adapter is not None else default_adapter_dir(base or DEFAULT_BASE)
     if directory is None:
-        return IntroLM.build(load_base(base or DEFAULT_BASE), IntroConfig(targets=targets or ["self"]))
+        base_model = load_base(base or DEFAULT_BASE, device=device, dtype=dtype)
+        return IntroLM.build(base_model, IntroConfig(targets=targets or ["self"]))
     meta = _read_meta(directory)
     recorded = meta["base"]
-    base_model = load_base(base or recorded["name"])
-    if base_model.fingerprint != recorded["fingerprint"]:
+    base_model = load_base(base or recorded["name"], device=device, dtype=dtype)
+    if not base_model.matches(recorded["fingerprint"]):
         raise BaseModelMismatchError(
             f"adapter {directory} was trained on base {recorded['name']!r} (weights "
             f"{recorded['fingerprint']}), not on {base_model.name!r} (weights {base_model.fingerprint})"

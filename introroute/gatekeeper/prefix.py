@@ -65,6 +65,26 @@ def template_head(encode: Callable[[Messages], Sequence[int]]) -> list[int]:
     return rendered[0][: common_prefix(rendered, keep=0)]
 
 
+def attention_window(model: PreTrainedModel) -> int | None:
+    """The fewest positions a layer of ``model`` attends over (a sliding window or an attention
+    chunk); None when every layer attends over the whole sequence.
+
+    Why it matters here: attention masks pads wherever they sit, but a sliding-window (or
+    chunked) layer counts its window in sequence slots. A layout with pads in the middle
+    (``[head | pads | own tokens]``) computes each row as alone only while the whole row fits
+    in the narrowest window (Gemma 3's are 512 tokens); wider batches are prefilled whole.
+    """
+    text = model.config.get_text_config()
+    types = set(getattr(text, "layer_types", None) or [])
+    windows = [
+        size
+        for size, kind in ((getattr(text, "sliding_window", None), "sliding_attention"),
+                           (getattr(text, "attention_chunk_size", None), "chunked_attention"))
+        if size and (not types or kind in types)
+    ]  # fmt: skip
+    return min(windows) if windows else None
+
+
 def positions(mask: torch.Tensor) -> torch.Tensor:
     """Position ids that skip masked columns (left padding), as ``generate`` computes them."""
     return (mask.cumsum(dim=-1) - 1).clamp(min=0)

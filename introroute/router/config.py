@@ -15,6 +15,8 @@ Schema (YAML)::
       max_context: 2048
       threads: 2
       prefix_cache: true              # reuse the chat template head's KV cache (null: the adapter's)
+      device: cpu                     # cpu, cuda, cuda:N or mps
+      dtype: float32                  # float32, bfloat16 or float16 (bf16 halves a GPU's memory)
       timeout_ms: 500                 # scoring budget (queue + forward); over it -> fail_safe tier
       max_batch_size: 8               # concurrent requests scored in one padded forward
       max_wait_ms: 2                  # how long a batch waits for more requests to join
@@ -77,6 +79,7 @@ from pydantic import (
     model_validator,
 )
 
+from introroute.devices import check_device, check_dtype
 from introroute.errors import ConfigError, PolicyError
 from introroute.policies import TierInfo, build_policy
 from introroute.router import heads
@@ -130,6 +133,8 @@ class GatekeeperConfig(_Strict):
         default=None,
         description="score on the chat template head's KV cache, prefilled once (null: the adapter's, on)",
     )
+    device: Annotated[str, AfterValidator(check_device)] = "cpu"
+    dtype: Annotated[str, AfterValidator(check_dtype)] = "float32"
     timeout_ms: float | None = Field(
         default=None, gt=0, description="scoring time budget, queueing included; None: wait for the score"
     )
@@ -150,14 +155,27 @@ class GatekeeperConfig(_Strict):
     @model_validator(mode="after")
     def _remote_is_configured_by_its_server(self) -> GatekeeperConfig:
         if self.url is not None:
-            local = sorted(
-                {"base", "adapter", "max_context", "threads", "prefix_cache"} & self.model_fields_set
-            )
+            model_fields = {"base", "adapter", "max_context", "threads", "prefix_cache", "device", "dtype"}
+            local = sorted(model_fields & self.model_fields_set)
             if local:
                 raise ValueError(
                     f"{local} configure the model of a local gatekeeper; with url the server owns them"
                 )
         return self
+
+    def load_introlm(self) -> Any:
+        """The local IntroLM this section describes (imports torch: only when it is needed)."""
+        from introroute.gatekeeper import IntroLM
+
+        return IntroLM.from_pretrained(
+            self.adapter,
+            base=self.base,
+            max_context=self.max_context,
+            threads=self.threads,
+            device=self.device,
+            dtype=self.dtype,
+            prefix_cache=self.prefix_cache,
+        )
 
 
 class Price(_Strict):

@@ -190,15 +190,7 @@ class Router:
             from introroute.server.client import RemoteScorer
 
             return RemoteScorer(spec.url, timeout_s=spec.timeout_ms / 1000.0 if spec.timeout_ms else None)
-        from introroute.gatekeeper import IntroLM  # torch: imported only when a request needs it
-
-        return IntroLM.from_pretrained(
-            spec.adapter,
-            base=spec.base,
-            max_context=spec.max_context,
-            threads=spec.threads,
-            prefix_cache=spec.prefix_cache,
-        )
+        return spec.load_introlm()  # torch: imported only when a request needs it
 
     def _local_model(self) -> LocalModel:
         model = self._gatekeeping.local_model() if self._gatekeeping else None

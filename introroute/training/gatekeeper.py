@@ -6,6 +6,11 @@ prompt through the plain base model under ``no_grad`` (or reuses a cache kept fr
 epoch), then runs only the k introspective tokens, with the adapter, on top of that cache, and
 backpropagates through those k positions alone. :func:`naive_head_logits` is the full
 forward+backward this replaces; the tests prove both give the same loss and gradients.
+
+On GPUs the loop runs through Hugging Face Accelerate: ``mixed_precision`` autocasts the
+forwards (bf16/fp16, with fp16's loss scaling), and under ``accelerate launch`` each process
+trains on its share of the batches with the gradients averaged across processes. On one CPU
+process Accelerate adds nothing: the steps are exactly the plain PyTorch ones.
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 
 from introroute.evaluation.metrics import roc_auc, within_group_auc
 from introroute.gatekeeper.model import Batch, IntroLM
-from introroute.gatekeeper.prefix import HeadCache, common_prefix, suffix_layout
+from introroute.gatekeeper.prefix import HeadCache, attention_window, common_prefix, suffix_layout
 from introroute.gatekeeper.prompting import PromptIds
 from introroute.scoring import Messages
 
@@ -40,6 +46,11 @@ class TrainConfig:
     ``label_smoothing`` (targets pulled towards 0.5 by that amount: labels from a strict grader
     are noisy), a ``cosine`` schedule after ``warmup`` (a fraction of all steps) and gradient
     clipping at ``max_grad_norm``.
+
+    ``mixed_precision``: Accelerate's autocast ("no", "bf16", "fp16"); ``None`` takes what
+    ``accelerate launch`` / ``accelerate config`` set, else "no". Fixed once per process (Accelerate
+    keeps one global state). On a GPU, "memory" caches grow by the model's KV size per prompt
+    token (~0.15 MB for an 8B model): use "epoch" unless the training set is small.
     """
 
     epochs: int = 4
@@ -56,6 +67,7 @@ class TrainConfig:
     prompt_cache: Literal["epoch", "memory"] = "epoch"
     cache_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     progress: bool = True
+    mixed_precision: Literal["no", "bf16", "fp16"] | None = None
 
 
 @dataclass
@@ -124,7 +136,7 @@ def naive_head_logits(gk: IntroLM, batch: Batch) -> torch.Tensor:
 
 def fast_head_logits(gk: IntroLM, batch: Batch) -> torch.Tensor:
     """The training path: prompt cache without gradients, then the [INTRO] tokens alone."""
-    batch = prefix_first(batch)
+    batch = prefix_first_where_exact(gk, batch)
     return gk.intro_forward(batch, shared_prefix_cache(gk, batch))
 
 
@@ -151,10 +163,33 @@ def prefix_first(batch: Batch) -> Batch:
     pad = int(batch.input_ids[batch.attention_mask == 0][0]) if (batch.attention_mask == 0).any() else 0
     rows = [p.ids for p in batch.prompts]
     layout = suffix_layout(rows, [shared] * len(rows), shared, pad)
-    head = torch.tensor([rows[0][:shared]] * len(rows), dtype=torch.long)
+    device = batch.input_ids.device
+    head = torch.tensor([rows[0][:shared]] * len(rows), dtype=torch.long, device=device)
     return Batch(
-        torch.cat([head, layout.input_ids], dim=1), layout.attention_mask, batch.lengths, batch.prompts
+        torch.cat([head, layout.input_ids.to(device)], dim=1),
+        layout.attention_mask.to(device),
+        batch.lengths,
+        batch.prompts,
     )
+
+
+def prefix_first_where_exact(gk: IntroLM, batch: Batch) -> Batch:
+    """:func:`prefix_first` unless the base's attention window is narrower than prompt + [INTRO].
+
+    See :func:`introroute.gatekeeper.prefix.attention_window`: once a row is wider than the
+    window, the pads in the middle would take the place of head tokens in the window of the
+    tokens after them. Such a batch stays left-padded and is prefilled whole.
+    """
+    window = attention_window(gk.plain)
+    if window is not None and batch.input_ids.shape[1] + len(gk.intro_ids) > window:
+        return batch
+    return prefix_first(batch)
+
+
+def _prefilled_head(batch: Batch) -> int:
+    """The shared head of a :func:`prefix_first` batch; 0 for a left-padded one (pads first)."""
+    shared = _shared_prefix(batch)
+    return shared if bool(batch.attention_mask[:, :shared].all()) else 0
 
 
 def shared_prefix_forward(gk: IntroLM, batch: Batch, **kwargs: Any) -> tuple[DynamicCache, Any]:
@@ -163,11 +198,14 @@ def shared_prefix_forward(gk: IntroLM, batch: Batch, **kwargs: Any) -> tuple[Dyn
 
     Returns the prompt's KV cache (what :meth:`IntroLM.prompt_cache` returns) and the model
     output of the rest of the prompt (``kwargs`` go to that call, e.g. ``output_hidden_states``).
+    A batch left as collated (see :func:`prefix_first_where_exact`) is prefilled whole.
     """
-    shared = _shared_prefix(batch)
+    shared = _prefilled_head(batch)
     positions = gk._positions(batch.attention_mask)
     rows = batch.input_ids.shape[0]
     with torch.no_grad():
+        # full-length in every layer, as IntroLM's caches (a sliding-window layer's own cache
+        # would keep only its last window of the shared head)
         cache = DynamicCache()
         if shared:
             cache = HeadCache.prefill(gk.plain, batch.prompts[0].ids[:shared]).cache(rows)
@@ -215,7 +253,7 @@ class _CacheStore:
 
     def get(self, gk: IntroLM, key: tuple[str | int, ...], batch: Batch) -> DynamicCache:
         if key not in self.entries:
-            shared = _shared_prefix(batch)
+            shared = _prefilled_head(batch)
             layers = []
             for layer in shared_prefix_cache(gk, batch).layers:
                 for tensor in (layer.keys, layer.values):
@@ -225,7 +263,7 @@ class _CacheStore:
             self.entries[key] = (shared, layers)
         _, layers = self.entries[key]
         rows = batch.input_ids.shape[0]
-        full = [torch.cat([head.expand(rows, -1, -1, -1), rest], dim=2).float() for head, rest in layers]
+        full = [torch.cat([head.expand(rows, -1, -1, -1), rest], dim=2).to(gk.dtype) for head, rest in layers]
         cache = DynamicCache()
         for index in range(len(full) // 2):
             cache.update(full[2 * index], full[2 * index + 1], index)
@@ -258,11 +296,11 @@ def predict(gk: IntroLM, dataset: Dataset, batch_size: int, store: _CacheStore |
     out = []
     with torch.no_grad():
         for start in range(0, len(dataset), batch_size):
-            batch = prefix_first(gk.collate(dataset.prompts[start : start + batch_size]))
+            batch = prefix_first_where_exact(gk, gk.collate(dataset.prompts[start : start + batch_size]))
             key = ("validation", start)
             cache = shared_prefix_cache(gk, batch) if store is None else store.get(gk, key, batch)
             logits = gk.intro_forward(batch, cache)
-            out.append(torch.sigmoid(logits).numpy())
+            out.append(torch.sigmoid(logits).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(gk.targets)))
 
 
@@ -282,40 +320,52 @@ def fit(
     config = config or TrainConfig()
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=gk.device.type == "cpu")
+    gk.upcast_trainable()  # fp32 master weights for what trains (no-op on an fp32 base)
     params = trainable_parameters(gk)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     weight = pos_weights(train.labels) if config.class_weight else torch.ones(train.labels.shape[1])
+    # float64 as ever, except on Apple GPUs, which have no float64
+    weight = weight.to(gk.device, torch.float32 if gk.device.type == "mps" else None)
     store = _CacheStore(getattr(torch, config.cache_dtype)) if config.prompt_cache == "memory" else None
-    fixed = _batches(train, config.batch_size, rng) if store else None
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    fixed = _shard(_batches(train, config.batch_size, rng), accelerator) if store else None
+    # this process's steps: its share of the batches under ``accelerate launch``
+    steps_per_epoch = max(1, math.ceil(len(train) / config.batch_size) // accelerator.num_processes)
     scheduler = _scheduler(optimizer, config, steps_per_epoch * config.epochs)
+    optimizer = accelerator.prepare(optimizer)
     result = TrainResult(best_epoch=-1, best_val_auc=-math.inf)
     best_state: dict[str, torch.Tensor] | None = None
     started = time.perf_counter()
     for epoch in range(config.epochs):
         gk.train()
-        batches = list(fixed) if fixed else _batches(train, config.batch_size, rng)
+        batches = list(fixed) if fixed else _shard(_batches(train, config.batch_size, rng), accelerator)
         if fixed:
             rng.shuffle(batches)
         losses = []
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress)
+        quiet = not config.progress or not accelerator.is_local_main_process
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=quiet)
         epoch_start = time.perf_counter()
         for rows in bar:
-            batch = prefix_first(gk.collate([train.prompts[i] for i in rows]))
-            cache = store.get(gk, tuple(rows), batch) if store else shared_prefix_cache(gk, batch)
-            logits = gk.intro_forward(batch, cache)
-            loss = masked_bce(logits, torch.from_numpy(train.labels[rows]), weight, config.label_smoothing)
+            batch = prefix_first_where_exact(gk, gk.collate([train.prompts[i] for i in rows]))
+            with accelerator.autocast():
+                cache = store.get(gk, tuple(rows), batch) if store else shared_prefix_cache(gk, batch)
+                logits = gk.intro_forward(batch, cache)
+            labels = torch.from_numpy(train.labels[rows]).to(logits.device)
+            loss = masked_bce(logits, labels, weight, config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            accelerator.backward(loss)
+            _average_gradients(params, accelerator)
+            if config.max_grad_norm is not None:  # unscales fp16's scaled gradients first
+                accelerator.clip_grad_norm_(params, config.max_grad_norm)
             optimizer.step()
             scheduler.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         epoch_seconds = time.perf_counter() - epoch_start
-        aucs = validation_auc(gk, validation, config.batch_size, store)
+        with accelerator.autocast():  # every process validates on all of it: they agree on stopping
+            aucs = validation_auc(gk, validation, config.batch_size, store)
         mean_auc = float(np.nanmean(aucs)) if not np.all(np.isnan(aucs)) else float("nan")
+        # train_loss: this process's batches (all of them on one process)
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "epoch_s": epoch_seconds}
         row |= {f"val_auc/{t}": a for t, a in zip(gk.targets, aucs, strict=True)} | {"val_auc": mean_auc}
         if store:
@@ -325,7 +375,7 @@ def fit(
             result.best_epoch, result.best_val_auc = epoch + 1, mean_auc
             best_state = {k: v.detach().clone() for k, v in _trainable_state(gk).items()}
             gk.trained = True
-            if output_dir is not None:
+            if output_dir is not None and accelerator.is_main_process:
                 gk.eval()
                 gk.save_pretrained(str(output_dir))
         elif epoch + 1 - result.best_epoch >= config.patience:
@@ -335,6 +385,32 @@ def fit(
     gk.eval()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _shard(batches: list[list[int]], accelerator: Accelerator) -> list[list[int]]:
+    """This process's share of the batches under ``accelerate launch`` (all of them on one process).
+
+    Every process draws the same shuffled list (same seed) and takes every n-th batch; the
+    remainder is dropped so that all run the same number of steps, as the gradient average needs.
+    """
+    world = accelerator.num_processes
+    if world == 1:
+        return batches
+    return batches[accelerator.process_index : len(batches) - len(batches) % world : world]
+
+
+def _average_gradients(params: list[torch.nn.Parameter], accelerator: Accelerator) -> None:
+    """Data parallelism without a DDP wrapper: average the trainable gradients across processes.
+
+    A training step is two custom calls (plain prefill, then [INTRO] with the adapter), not one
+    ``model(...)`` that DDP could hook; and the trainable tensors (LoRA, [INTRO] rows, head) are a
+    few MB, so one all-reduce each per step costs little next to the forward.
+    """
+    if accelerator.num_processes == 1:
+        return
+    for param in params:
+        grad = param.grad if param.grad is not None else torch.zeros_like(param)
+        param.grad = accelerator.reduce(grad, reduction="mean")
 
 
 def _scheduler(

@@ -18,7 +18,7 @@ from introroute.gatekeeper import DEFAULT_BASE, IntroConfig, IntroLM, load_base
 from introroute.scoring import Messages
 from introroute.training.baselines.base import length_batches
 from introroute.training.baselines.logistic import FrozenFeatureBaseline
-from introroute.training.gatekeeper import prefix_first, shared_prefix_forward
+from introroute.training.gatekeeper import prefix_first_where_exact, shared_prefix_forward
 
 
 class HiddenStateProbe(FrozenFeatureBaseline):
@@ -56,7 +56,7 @@ class HiddenStateProbe(FrozenFeatureBaseline):
                 length_batches([len(p.ids) for p in prompts], self.batch_size), desc="probe features"
             ):
                 # the batch's shared template head is prefilled once (see training.prefix_first)
-                batch = prefix_first(gk.collate([prompts[i] for i in rows]))
+                batch = prefix_first_where_exact(gk, gk.collate([prompts[i] for i in rows]))
                 hidden = shared_prefix_forward(gk, batch, output_hidden_states=True)[1].hidden_states[-1]
                 out[rows] = hidden[:, -1].numpy()  # the last position is every row's last token
         return out
