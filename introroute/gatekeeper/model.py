@@ -122,10 +122,6 @@ class IntroLM(torch.nn.Module):
         self.trained = False
         # Merged token rows and KV caches are shared state: one forward at a time.
         self._lock = threading.RLock()
-        # The fast tokenizer switches special-token splitting by setting backend state on each
-        # call, so concurrent encodes (the router encodes on its callers' threads) could tokenise
-        # one request with another's setting: one encode at a time (~1 ms each).
-        self._encode_lock = threading.Lock()
         generation_eos = plain.generation_config.eos_token_id
         eos = generation_eos if isinstance(generation_eos, list) else [generation_eos]
         self.eos_ids = sorted({e for e in [*eos, self.tokenizer.eos_token_id] if e is not None})
@@ -295,8 +291,9 @@ class IntroLM(torch.nn.Module):
 
     def encode(self, messages: Messages) -> PromptIds:
         """Chat-template and tokenise ``messages`` (validated, spoof-proof, left-truncated)."""
-        with self._encode_lock:
-            return encode_prompt(self.tokenizer, messages, self.max_prompt_tokens)
+        # Safe on the callers' threads: encode_prompt never touches shared tokenizer state
+        # (one frozen backend per tokenisation mode, see introroute.gatekeeper.prompting).
+        return encode_prompt(self.tokenizer, messages, self.max_prompt_tokens)
 
     def collate(self, prompts: Sequence[PromptIds]) -> Batch:
         """Left-pad prompts into one batch, on the model's device (built on the CPU, moved once)."""
@@ -480,8 +477,7 @@ class IntroLM(torch.nn.Module):
     def _render_untruncated(self, messages: Messages) -> list[int]:
         """:meth:`encode`'s ids without left truncation (a short ``max_context`` must not cut
         into the head that :func:`template_head` looks for)."""
-        with self._encode_lock:
-            return encode_prompt(self.tokenizer, messages, max_prompt_tokens=1 << 30).ids
+        return encode_prompt(self.tokenizer, messages, max_prompt_tokens=1 << 30).ids
 
     def _head_cached_logits(self, prompts: Sequence[PromptIds]) -> torch.Tensor | None:
         """Head logits ``[B, targets]`` with each prompt's part of the template head taken from
