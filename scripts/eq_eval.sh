@@ -8,19 +8,10 @@
 #   RUNS=runs/eq bash scripts/eq_eval.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=${BIN:-.venv/bin}
-RUNS=${RUNS:-runs/eq}
-EQ=self_smollm2_entityquestions
-export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1
+source scripts/eq_common.sh
 ev() { "$BIN/introroute" eval --targets self --threads 1 --batch-size 16 "$@"; }
-lane() {
-  local name=$1 adapter=$2
-  [[ -s "$RUNS/ev_$name/predictions.jsonl" ]] && return 0
-  { time ev --log "$EQ" --splits test test_unseen --bootstrap 10 --out "$RUNS/ev_$name" --scorer "$name=$adapter"; } \
-    >"$RUNS/ev_$name.log" 2>&1
-}
-lane introlm "$RUNS/introlm" &
-lane nolora "$RUNS/introlm_nolora" &
+eq_eval_lane introlm "$RUNS/introlm" &
+eq_eval_lane nolora "$RUNS/introlm_nolora" &
 wait
 ev --log "$EQ" --splits test test_unseen --out results/eq \
   --scorer introlm="$RUNS/ev_introlm/predictions.jsonl" --scorer nolora="$RUNS/ev_nolora/predictions.jsonl" --scorer minilm_ft="$RUNS/minilm_ft" \

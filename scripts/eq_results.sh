@@ -10,28 +10,11 @@
 #   SHIP=1 bash scripts/eq_results.sh   (also copies the trained adapter into the package)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=${BIN:-.venv/bin}
-RUNS=${RUNS:-runs/eq}
-EQ=self_smollm2_entityquestions
-M=mistralai/Mixtral-8x7B-Instruct-v0.1
-G=gpt-4-1106-preview
-export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1
-mkdir -p "$RUNS"
+source scripts/eq_common.sh
 
-# The training log: every EntityQuestions record + MMLU's seeded train/validation subsets.
-"$BIN/python" - "$RUNS/train_mix.jsonl" <<'PY'
-import sys
-from introroute.data.records import load_log, select
-mmlu = load_log("routellm_mmlu")
-mix = load_log("self_smollm2_entityquestions") + select(mmlu, ["train"], 1500, 0) + select(mmlu, ["validation"], 300, 0)
-with open(sys.argv[1], "w") as f:
-    f.writelines(r.to_json() + "\n" for r in mix)
-PY
-
-introlm() {  # the paper's recipe: LoRA r=32/alpha=64 on q,o,gate,up,down (k/v frozen), cosine, clipping
-  "$BIN/introroute" train --log "$RUNS/train_mix.jsonl" --targets self "$M" "$G" --out "$RUNS/introlm" \
-    --epochs 4 --batch-size 16 --lr 3e-4 --paper-placement --lora-r 32 --lora-alpha 64 --schedule cosine \
-    --warmup 0.05 --max-grad-norm 1.0 --label-smoothing 0.02 --prompt-cache memory --threads 1
+train_mix
+introlm() {  # the paper's placement: LoRA r=32/alpha=64 on q,o,gate,up,down (k/v frozen)
+  introlm_train "$RUNS/introlm" --paper-placement --lora-r 32 --lora-alpha 64 --threads 1
 }
 baselines() {
   for kind in prior minilm_lr minilm_ft probe; do

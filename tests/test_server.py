@@ -195,6 +195,22 @@ def test_introlm_scores_over_http_equal_in_process_scores(tiny_base_dir):
         assert response.json()["scores"] == pytest.approx(gk.scores(prompt), abs=1e-5)
 
 
+@pytest.mark.parametrize(("flag", "expected"), [([], True), (["--no-prefix-cache"], False)])
+def test_serve_prefix_cache_flag_overrides_the_adapter(tiny_base_dir, tmp_path, flag, expected):
+    import argparse
+
+    from introroute.cli import serve
+    from introroute.gatekeeper import IntroConfig, IntroLM, load_base
+
+    IntroLM.build(load_base(tiny_base_dir), IntroConfig(targets=["self"])).save_pretrained(
+        str(tmp_path / "a")
+    )
+    parser = argparse.ArgumentParser()
+    serve.add_arguments(parser)
+    args = parser.parse_args(["--adapter", str(tmp_path / "a"), "--base", str(tiny_base_dir), *flag])
+    assert serve.load_scorer(args).config.prefix_cache is expected
+
+
 TORCH_FREE = """
 import asyncio, json, sys
 from litellm.types.router import RoutingContext

@@ -116,14 +116,15 @@ def test_masked_bce_ignores_missing_labels():
     np.testing.assert_allclose(pos_weights(np.array([[1, np.nan], [0, 1], [0, 1], [0, 0]])), [3.0, 0.5])
 
 
-@pytest.mark.parametrize("prompt_cache", ["epoch", "memory"])
+@pytest.mark.parametrize("prompt_cache", ["epoch", "memory", "disk"])
 def test_fit_learns_and_saves_best(tiny_base_dir, tmp_path, prompt_cache):
     gk = IntroLM.build(load_base(tiny_base_dir), IntroConfig(targets=["self", "remote"]))
     train = make_dataset(gk, *_conversations(48, seed=1))
     validation = make_dataset(gk, *_conversations(24, seed=2))
     config = TrainConfig(
-        epochs=6, batch_size=8, lr=3e-3, patience=3, progress=False, prompt_cache=prompt_cache
-    )
+        epochs=6, batch_size=8, lr=3e-3, patience=3, progress=False, prompt_cache=prompt_cache,
+        cache_dir=str(tmp_path / "caches"),
+    )  # fmt: skip
     result = fit(gk, train, validation, config, output_dir=tmp_path / "best")
     assert result.history[0]["epoch"] == 1 and len(result.history) <= 6
     assert result.history[result.best_epoch - 1]["val_auc/self"] >= 0.9
@@ -132,8 +133,27 @@ def test_fit_learns_and_saves_best(tiny_base_dir, tmp_path, prompt_cache):
     assert loaded.trained
     convs, _ = _conversations(4, seed=3)
     np.testing.assert_allclose(loaded.scores_batch(convs), gk.scores_batch(convs), atol=1e-6)
-    if prompt_cache == "memory":
+    if prompt_cache != "epoch":
         assert result.history[0]["cache_gib"] > 0
+    if prompt_cache == "disk":
+        assert list((tmp_path / "caches").iterdir()) == []  # the cache files went with training
+
+
+def test_disk_cache_trains_as_memory_cache(tiny_base_dir, tmp_path):
+    """Files instead of RAM change where the caches live, not one number of the run."""
+    histories = []
+    for prompt_cache in ("memory", "disk"):
+        torch.manual_seed(0)
+        gk = IntroLM.build(load_base(tiny_base_dir), IntroConfig(targets=["self", "remote"]))
+        train = make_dataset(gk, *_conversations(32, seed=1))
+        validation = make_dataset(gk, *_conversations(16, seed=2))
+        config = TrainConfig(
+            epochs=2, batch_size=8, lr=3e-3, progress=False, prompt_cache=prompt_cache,
+            cache_dtype="bfloat16", cache_dir=str(tmp_path),
+        )  # fmt: skip
+        history = fit(gk, train, validation, config).history
+        histories.append([{k: v for k, v in row.items() if k != "epoch_s"} for row in history])
+    assert histories[0] == histories[1]
 
 
 def test_dataset_shape_is_checked(tiny_base_dir):

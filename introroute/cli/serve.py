@@ -27,6 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device_arguments(parser)
     parser.add_argument("--max-context", type=int, help="prompt tokens kept (longer prompts are truncated)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument(
+        "--prefix-cache",
+        action=argparse.BooleanOptionalAction,
+        help="reuse the chat template head's KV cache across requests (default: the adapter's setting)",
+    )
     parser.add_argument("--scorer", help="serve 'pkg.module:factory' (a callable returning a Scorer) instead")
     parser.add_argument("--max-batch", type=int, default=16, help="requests per forward at most")
     parser.add_argument(
@@ -54,6 +59,7 @@ def load_scorer(args: argparse.Namespace) -> Any:
         base=args.base,
         max_context=args.max_context,
         threads=args.threads,
+        prefix_cache=args.prefix_cache,
         device=args.device,
         dtype=args.dtype,
     )

@@ -45,10 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit-val", type=int, help="seeded random subset of the validation split")
     parser.add_argument(
         "--prompt-cache",
-        choices=["epoch", "memory"],
+        choices=["epoch", "memory", "disk"],
         default="memory",
-        help="memory: keep every prompt's KV cache after epoch 1 (fast; on a large model use epoch)",
+        help="memory: keep every prompt's KV cache after epoch 1 (fast); disk: keep them as files under "
+        "--cache-dir when they outgrow RAM; epoch: recompute them each epoch (a large model on a GPU)",
     )
+    parser.add_argument("--cache-dir", help="--prompt-cache disk: where (default: the system's temp dir)")
     parser.add_argument("--cache-dtype", choices=["float32", "bfloat16", "float16"], default="bfloat16")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-class-weight", action="store_true", help="plain BCE (no pos_weight)")
@@ -110,6 +112,7 @@ def main(args: argparse.Namespace) -> int:
             seed=args.seed,
             prompt_cache=args.prompt_cache,
             cache_dtype=args.cache_dtype,
+            cache_dir=args.cache_dir,
             class_weight=not args.no_class_weight,
             label_smoothing=args.label_smoothing,
             schedule=args.schedule,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import random
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 
@@ -39,7 +41,9 @@ from introroute.scoring import Messages
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings. ``prompt_cache="memory"`` keeps every prompt cache after epoch 1.
+    """Optimisation settings. ``prompt_cache="memory"`` keeps every prompt cache after epoch 1;
+    ``"disk"`` keeps them as files under ``cache_dir`` (default: the system's temporary directory),
+    deleted when training ends.
 
     The recipe knobs follow the paper's: ``class_weight`` (BCE ``pos_weight`` = negatives /
     positives, so a model right on 10% of questions does not learn "always wrong"),
@@ -64,8 +68,9 @@ class TrainConfig:
     schedule: Literal["constant", "cosine"] = "constant"
     warmup: float = 0.0
     max_grad_norm: float | None = None
-    prompt_cache: Literal["epoch", "memory"] = "epoch"
+    prompt_cache: Literal["epoch", "memory", "disk"] = "epoch"
     cache_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    cache_dir: str | None = None
     progress: bool = True
     mixed_precision: Literal["no", "bf16", "fp16"] | None = None
 
@@ -240,28 +245,58 @@ def _batches(dataset: Dataset, batch_size: int, rng: random.Random) -> list[list
 
 
 class _CacheStore:
-    """Prompt caches kept across epochs (``prompt_cache="memory"``), optionally in half precision.
+    """Prompt caches kept across epochs (``prompt_cache="memory"`` or ``"disk"``), optionally in
+    half precision.
 
     A :func:`prefix_first` batch's shared head is the same in every row, so it is kept once per
     batch and repeated when the cache is rebuilt: for short chat prompts that is most of the
-    memory (SmolLM2's system prompt is ~25 of a factual question's ~37 tokens).
+    memory (SmolLM2's system prompt is ~25 of a factual question's ~37 tokens). With a
+    ``directory`` ("disk") each batch's tensors go to a safetensors file there and are read back
+    at each use, for training sets whose caches outgrow RAM (SmolLM2's on 7,500 MMLU prompts are
+    ~30 GiB in bf16): a file read per step instead of a prefill. :meth:`close` deletes the files.
     """
 
-    def __init__(self, dtype: torch.dtype) -> None:
+    def __init__(self, dtype: torch.dtype, directory: str | Path | None = None) -> None:
         self.dtype = dtype
-        self.entries: dict[tuple[str | int, ...], tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]] = {}
+        self.entries: dict[tuple[str | int, ...], list[tuple[torch.Tensor, torch.Tensor]] | Path] = {}
+        self.nbytes = 0
+        self._files: tempfile.TemporaryDirectory[str] | None = None
+        if directory is not None:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+            # removed by close(), or by its finalizer if training stops on an exception
+            self._files = tempfile.TemporaryDirectory(prefix="introroute-prompt-cache-", dir=directory)
+
+    def _layers(
+        self, gk: IntroLM, key: tuple[str | int, ...], batch: Batch
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(shared head, per-row rest) per key and value tensor of every layer."""
+        entry = self.entries.get(key)
+        if isinstance(entry, Path):
+            tensors = load_file(entry, device=str(gk.device))
+            return [(tensors[f"{i}.head"], tensors[f"{i}.rest"]) for i in range(len(tensors) // 2)]
+        if entry is not None:
+            return entry
+        shared = _prefilled_head(batch)
+        layers = [
+            (
+                tensor[:1, :, :shared].to(self.dtype).contiguous(),
+                tensor[:, :, shared:].to(self.dtype).contiguous(),
+            )
+            for layer in shared_prefix_cache(gk, batch).layers
+            for tensor in (layer.keys, layer.values)
+        ]
+        self.nbytes += sum(head.nbytes + rest.nbytes for head, rest in layers)
+        if self._files is None:
+            self.entries[key] = layers
+        else:
+            path = Path(self._files.name) / f"{len(self.entries)}.safetensors"
+            tensors = {f"{i}.head": head for i, (head, _) in enumerate(layers)}
+            save_file(tensors | {f"{i}.rest": rest for i, (_, rest) in enumerate(layers)}, path)
+            self.entries[key] = path
+        return layers
 
     def get(self, gk: IntroLM, key: tuple[str | int, ...], batch: Batch) -> DynamicCache:
-        if key not in self.entries:
-            shared = _prefilled_head(batch)
-            layers = []
-            for layer in shared_prefix_cache(gk, batch).layers:
-                for tensor in (layer.keys, layer.values):
-                    layers.append(
-                        (tensor[:1, :, :shared].to(self.dtype), tensor[:, :, shared:].to(self.dtype))
-                    )
-            self.entries[key] = (shared, layers)
-        _, layers = self.entries[key]
+        layers = self._layers(gk, key, batch)
         rows = batch.input_ids.shape[0]
         full = [torch.cat([head.expand(rows, -1, -1, -1), rest], dim=2).to(gk.dtype) for head, rest in layers]
         cache = DynamicCache()
@@ -271,7 +306,11 @@ class _CacheStore:
 
     @property
     def gib(self) -> float:
-        return sum(h.nbytes + r.nbytes for _, layers in self.entries.values() for h, r in layers) / 2**30
+        return self.nbytes / 2**30
+
+    def close(self) -> None:
+        if self._files is not None:
+            self._files.cleanup()
 
 
 def validation_auc(
@@ -327,7 +366,10 @@ def fit(
     weight = pos_weights(train.labels) if config.class_weight else torch.ones(train.labels.shape[1])
     # float64 as ever, except on Apple GPUs, which have no float64
     weight = weight.to(gk.device, torch.float32 if gk.device.type == "mps" else None)
-    store = _CacheStore(getattr(torch, config.cache_dtype)) if config.prompt_cache == "memory" else None
+    store = None
+    if config.prompt_cache != "epoch":
+        directory = (config.cache_dir or tempfile.gettempdir()) if config.prompt_cache == "disk" else None
+        store = _CacheStore(getattr(torch, config.cache_dtype), directory)
     fixed = _shard(_batches(train, config.batch_size, rng), accelerator) if store else None
     # this process's steps: its share of the batches under ``accelerate launch``
     steps_per_epoch = max(1, math.ceil(len(train) / config.batch_size) // accelerator.num_processes)
@@ -380,6 +422,8 @@ def fit(
                 gk.save_pretrained(str(output_dir))
         elif epoch + 1 - result.best_epoch >= config.patience:
             break
+    if store:
+        store.close()
     if best_state is not None:
         _load_trainable_state(gk, best_state)
     gk.eval()
