@@ -14,7 +14,7 @@ source scripts/eq_common.sh
 
 train_mix
 introlm() {  # the paper's placement: LoRA r=32/alpha=64 on q,o,gate,up,down (k/v frozen)
-  introlm_train "$RUNS/introlm" --paper-placement --lora-r 32 --lora-alpha 64 --threads 1
+  introlm_train "$RUNS/introlm" --lora-r 32 --lora-alpha 64 --threads 1
 }
 baselines() {
   for kind in prior minilm_lr minilm_ft probe; do

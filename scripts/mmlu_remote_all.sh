@@ -12,7 +12,7 @@ LOGS=(--log routellm_mmlu self_smollm2_mmlu)
 OUT=results/mmlu_all
 if [[ ! -s "$RUNS/mmlu_all/training_history.json" ]]; then
   { time "$BIN/introroute" train --log routellm_mmlu --limit-val 300 --targets "$M" "$G" --out "$RUNS/mmlu_all" \
-    "${RECIPE[@]}" --paper-placement --lora-r 32 --lora-alpha 64 --prompt-cache disk --cache-dir "$RUNS/caches" \
+    "${RECIPE[@]}" --lora-r 32 --lora-alpha 64 --prompt-cache disk --cache-dir "$RUNS/caches" \
     --threads 1; } >"$RUNS/mmlu_all.log" 2>&1
 fi
 if [[ ! -s "$RUNS/ev_mmlu_all/predictions.jsonl" ]]; then
