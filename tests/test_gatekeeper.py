@@ -132,6 +132,17 @@ def test_prompt_logits_and_cache_equal_base(arch_dir, batch_rows, dtype):
     assert logits.shape[1] == width + k
 
 
+def _assert_greedy_up_to_rounding(model, prompt_ids: torch.Tensor, tokens: list[int]) -> None:
+    """Each generated token is the reference model's argmax, or within bf16 rounding of it, given
+    the same prefix (a tiny random model's logits are nearly flat, so exact ties are common)."""
+    ids = torch.cat([prompt_ids, torch.tensor([tokens])], dim=1)
+    with torch.inference_mode():
+        logits = model(ids).logits[0, prompt_ids.shape[1] - 1 : -1].float()
+    chosen = logits.gather(1, torch.tensor(tokens)[:, None])[:, 0]
+    gap = logits.max(dim=1).values - chosen
+    assert (gap <= 0.02 * logits.abs().max(dim=1).values).all(), gap.tolist()
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_generate_from_equals_plain_generate(arch_dir, dtype):
     """The same tokens as the base model's own greedy ``generate`` in the same precision."""
@@ -146,7 +157,10 @@ def test_generate_from_equals_plain_generate(arch_dir, dtype):
             )[0, prefill.prompt_tokens :].tolist()
         if theirs and theirs[-1] in gk.eos_ids:
             theirs = theirs[:-1]
-        assert ours.token_ids == theirs
+        if dtype == "float32":
+            assert ours.token_ids == theirs
+        else:  # bf16 kernels differ by CPU (AVX512-BF16 or not) and may break a near-tie either way
+            _assert_greedy_up_to_rounding(reference, prefill.input_ids, ours.token_ids)
         assert ours.completion_tokens == len(theirs)
         streamed = gk.generate_from(gk.prefill(messages), max_new_tokens=24, stream=True)
         assert "".join(streamed) == ours.text
