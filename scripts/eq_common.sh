@@ -15,14 +15,17 @@ RECIPE=(--epochs 4 --batch-size 16 --lr 3e-4 --schedule cosine --warmup 0.05 --m
   --label-smoothing 0.02 --prompt-cache memory)
 
 # The training log: every EntityQuestions record + MMLU's seeded train/validation subsets (the remote
-# heads' labels; masked out of the `self` loss and vice versa).
+# heads' labels; masked out of the `self` loss and vice versa). MMLU_TRAIN=all takes all 7,579 MMLU
+# train records (then pass --prompt-cache disk: the caches need ~25 GiB more).
+MIX="$RUNS/train_mix${MMLU_TRAIN:+_$MMLU_TRAIN}.jsonl"
 train_mix() {
-  [[ -s "$RUNS/train_mix.jsonl" ]] && return 0
-  "$BIN/python" - "$RUNS/train_mix.jsonl" <<'PY'
+  [[ -s "$MIX" ]] && return 0
+  "$BIN/python" - "$MIX" "${MMLU_TRAIN:-1500}" <<'PY'
 import sys
 from introroute.data.records import load_log, select
 mmlu = load_log("routellm_mmlu")
-mix = load_log("self_smollm2_entityquestions") + select(mmlu, ["train"], 1500, 0) + select(mmlu, ["validation"], 300, 0)
+limit = None if sys.argv[2] == "all" else int(sys.argv[2])
+mix = load_log("self_smollm2_entityquestions") + select(mmlu, ["train"], limit, 0) + select(mmlu, ["validation"], 300, 0)
 with open(sys.argv[1], "w") as f:
     f.writelines(r.to_json() + "\n" for r in mix)
 PY
@@ -31,7 +34,7 @@ PY
 # introlm_train OUT [train options...]: the recipe on the mix, three heads (self, Mixtral, GPT-4).
 introlm_train() {
   local out=$1; shift
-  "$BIN/introroute" train --log "$RUNS/train_mix.jsonl" --targets self "$M" "$G" --out "$out" "${RECIPE[@]}" "$@"
+  "$BIN/introroute" train --log "$MIX" --targets self "$M" "$G" --out "$out" "${RECIPE[@]}" "$@"
 }
 
 # eq_eval_lane NAME ADAPTER: an adapter's predictions on held-out entities + unseen relations, once

@@ -8,13 +8,16 @@
 # Two lanes of one torch thread run side by side on a 2-core machine; logs in $RUNS/*.log.
 #   bash scripts/eq_results.sh          (~2 h on 2 cores: IntroLM 68 min, its first epoch 33 min building the prompt caches)
 #   SHIP=1 bash scripts/eq_results.sh   (also copies the trained adapter into the package)
+#   MMLU_TRAIN=all PROMPT_CACHE=disk SHIP=1 bash scripts/eq_results.sh
+#                                       (remote heads on all 7,579 MMLU train records; not run yet, ~3 h)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/eq_common.sh
 
 train_mix
 introlm() {  # the paper's placement: LoRA r=32/alpha=64 on q,o,gate,up,down (k/v frozen)
-  introlm_train "$RUNS/introlm" --lora-r 32 --lora-alpha 64 --threads 1
+  introlm_train "$RUNS/introlm" --lora-r 32 --lora-alpha 64 --threads 1 --prompt-cache "${PROMPT_CACHE:-memory}" \
+    --cache-dir "$RUNS/caches"
 }
 baselines() {
   for kind in prior minilm_lr minilm_ft probe; do
