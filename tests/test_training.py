@@ -279,3 +279,14 @@ def test_fit_with_bf16_autocast(tiny_base_dir, tmp_path, dtype, fresh_accelerate
     for load_dtype in ("float32", "bfloat16"):
         loaded = IntroLM.from_pretrained(str(tmp_path / "best"), base=str(tiny_base_dir), dtype=load_dtype)
         np.testing.assert_allclose(loaded.scores_batch(convs), gk.scores_batch(convs), atol=0.05)
+
+
+def test_unusable_cache_dir_is_a_config_error(tiny_base_dir, tmp_path):
+    from introroute.errors import ConfigError
+
+    gk = IntroLM.build(load_base(tiny_base_dir), IntroConfig(targets=["self", "remote"]))
+    train = make_dataset(gk, *_conversations(8, seed=1))
+    (tmp_path / "a_file").write_text("")
+    config = TrainConfig(epochs=1, progress=False, prompt_cache="disk", cache_dir=str(tmp_path / "a_file"))
+    with pytest.raises(ConfigError, match="a_file"):
+        fit(gk, train, train, config)

@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 
+from introroute.errors import ConfigError
 from introroute.evaluation.metrics import roc_auc, within_group_auc
 from introroute.gatekeeper.model import Batch, IntroLM
 from introroute.gatekeeper.prefix import HeadCache, attention_window, common_prefix, suffix_layout
@@ -262,9 +263,12 @@ class _CacheStore:
         self.nbytes = 0
         self._files: tempfile.TemporaryDirectory[str] | None = None
         if directory is not None:
-            Path(directory).mkdir(parents=True, exist_ok=True)
-            # removed by close(), or by its finalizer if training stops on an exception
-            self._files = tempfile.TemporaryDirectory(prefix="introroute-prompt-cache-", dir=directory)
+            try:
+                Path(directory).mkdir(parents=True, exist_ok=True)
+                # removed by close(), or by its finalizer if training stops on an exception
+                self._files = tempfile.TemporaryDirectory(prefix="introroute-prompt-cache-", dir=directory)
+            except OSError as exc:
+                raise ConfigError(f"cache_dir {str(directory)!r} cannot hold prompt caches: {exc}") from None
 
     def _layers(
         self, gk: IntroLM, key: tuple[str | int, ...], batch: Batch
