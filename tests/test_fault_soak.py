@@ -109,7 +109,8 @@ def _check_log(log, calls: int) -> collections.Counter[str]:
 def test_soak_sync_and_async_under_injected_faults(tmp_path, seed, monkeypatch):
     monkeypatch.setattr(litellm, "suppress_debug_info", True)  # no "Give Feedback" per failure
     log = tmp_path / "routing.jsonl"
-    with FaultServer(fault_rate=FAULT_RATE, seed=seed, hang_s=CLIENT_TIMEOUT_S + 0.5, retry_after="0.01") as server:
+    hang_s = CLIENT_TIMEOUT_S + 0.5
+    with FaultServer(fault_rate=FAULT_RATE, seed=seed, hang_s=hang_s, retry_after="0.01") as server:
         router = _router(server, log)
         rng = random.Random(seed)
         plan = [(i, rng.random() < 0.1) for i in range(SYNC_CALLS)]  # ~10% streamed

@@ -290,3 +290,51 @@ def test_unusable_cache_dir_is_a_config_error(tiny_base_dir, tmp_path):
     config = TrainConfig(epochs=1, progress=False, prompt_cache="disk", cache_dir=str(tmp_path / "a_file"))
     with pytest.raises(ConfigError, match="a_file"):
         fit(gk, train, train, config)
+
+
+def test_heads_only_from_adapter_moves_only_the_named_head(tiny_base_dir, tmp_path, capsys):
+    """`train --from-adapter A --heads-only --targets remote`: more labels for one remote head; LoRA,
+    [INTRO] rows and the `self` head come back bit for bit, and the result loads as an adapter."""
+    from safetensors.torch import load_file
+
+    from introroute.cli import main as cli_main
+    from introroute.gatekeeper.persistence import HEAD_FILE
+
+    gk = _adapted(tiny_base_dir)
+    gk.trained = True
+    gk.save_pretrained(str(tmp_path / "start"))
+    conversations, labels = _conversations(32, seed=4)
+    records = [
+        {
+            "id": f"q{i}",
+            "dataset": "demo",
+            "split": "train" if i < 24 else "validation",
+            "messages": messages,
+            "outcomes": {"remote": {"model": "remote", "correct": bool(label[0])}},
+        }
+        for i, (messages, label) in enumerate(zip(conversations, labels, strict=True))
+    ]
+    log = _log(tmp_path / "remote.jsonl", records)
+    common = ["train", "--log", str(log), "--base", str(tiny_base_dir), "--epochs", "2", "--lr", "1e-2"]
+    start = ["--from-adapter", str(tmp_path / "start")]
+    unused = ["--out", str(tmp_path / "x")]
+    assert cli_main([*common, "--targets", "remote", *unused, *start, "--lora-r", "4"]) == 2
+    assert "--lora-r: the layout comes from the adapter" in capsys.readouterr().err
+    assert cli_main([*common, "--targets", "remote", *unused, "--heads-only"]) == 2
+    assert "pass --from-adapter" in capsys.readouterr().err
+    assert cli_main([*common, "--targets", "gpt-9", *unused, *start]) == 2
+    assert "gpt-9" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    out = tmp_path / "refit"
+    assert cli_main([*common, "--targets", "remote", "--out", str(out), *start, "--heads-only"]) == 0
+    before, after = load_file(tmp_path / "start" / HEAD_FILE), load_file(out / HEAD_FILE)
+    assert torch.equal(before["weight"][0], after["weight"][0]) and before["bias"][0] == after["bias"][0]
+    assert not torch.equal(before["weight"][1], after["weight"][1])
+    lora_before = load_file(tmp_path / "start" / "adapter_model.safetensors")
+    lora_after = load_file(out / "adapter_model.safetensors")
+    assert lora_before.keys() == lora_after.keys()
+    assert all(torch.equal(lora_before[k], lora_after[k]) for k in lora_before)
+    refit = IntroLM.from_pretrained(str(out), base=str(tiny_base_dir))
+    np.testing.assert_allclose(
+        refit.scores_batch(conversations[:4])[:, 0], gk.scores_batch(conversations[:4])[:, 0], atol=1e-6
+    )

@@ -15,11 +15,12 @@ process Accelerate adds nothing: the steps are exactly the plain PyTorch ones.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -56,6 +57,11 @@ class TrainConfig:
     ``accelerate launch`` / ``accelerate config`` set, else "no". Fixed once per process (Accelerate
     keeps one global state). On a GPU, "memory" caches grow by the model's KV size per prompt
     token (~0.15 MB for an 8B model): use "epoch" unless the training set is small.
+
+    ``train_adapter=False`` trains the head alone: LoRA and [INTRO] rows keep the weights they were
+    loaded with, so a trained adapter can take more labels for one target without moving the
+    others. A target with no label in ``train`` gets zero gradient and, with the default
+    ``weight_decay=0``, keeps its head row exactly.
     """
 
     epochs: int = 4
@@ -74,6 +80,7 @@ class TrainConfig:
     cache_dir: str | None = None
     progress: bool = True
     mixed_precision: Literal["no", "bf16", "fp16"] | None = None
+    train_adapter: bool = True
 
 
 @dataclass
@@ -361,10 +368,31 @@ def fit(
 ) -> TrainResult:
     """Train with early stopping on mean validation ROC-AUC; the best epoch is restored and saved."""
     config = config or TrainConfig()
+    with _adapter_frozen(gk, not config.train_adapter):
+        return _fit(gk, train, validation, config, output_dir)
+
+
+@contextlib.contextmanager
+def _adapter_frozen(gk: IntroLM, frozen: bool) -> Iterator[None]:
+    """Head-only training: no gradient for LoRA and [INTRO] rows while it runs, trainable after."""
+    adapter = [p for p in gk.peft_model.parameters() if p.requires_grad] if frozen else []
+    for param in adapter:
+        param.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for param in adapter:
+            param.requires_grad_(True)
+
+
+def _fit(
+    gk: IntroLM, train: Dataset, validation: Dataset, config: TrainConfig, output_dir: str | Path | None
+) -> TrainResult:
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=gk.device.type == "cpu")
-    gk.upcast_trainable()  # fp32 master weights for what trains (no-op on an fp32 base)
+    if config.train_adapter:  # a frozen adapter needs no fp32 master weights
+        gk.upcast_trainable()  # fp32 master weights for what trains (no-op on an fp32 base)
     params = trainable_parameters(gk)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     weight = pos_weights(train.labels) if config.class_weight else torch.ones(train.labels.shape[1])
