@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -330,6 +331,9 @@ def test_heads_only_from_adapter_moves_only_the_named_head(tiny_base_dir, tmp_pa
     before, after = load_file(tmp_path / "start" / HEAD_FILE), load_file(out / HEAD_FILE)
     assert torch.equal(before["weight"][0], after["weight"][0]) and before["bias"][0] == after["bias"][0]
     assert not torch.equal(before["weight"][1], after["weight"][1])
+    # `self` has no labels here: its AUC is null, so the history is strict JSON
+    history = json.loads((out / "training_history.json").read_text(), parse_constant=pytest.fail)
+    assert all(row["val_auc/self"] is None for row in history["history"])
     lora_before = load_file(tmp_path / "start" / "adapter_model.safetensors")
     lora_after = load_file(out / "adapter_model.safetensors")
     assert lora_before.keys() == lora_after.keys()

@@ -125,8 +125,9 @@ What the numbers mean:
           (EntityQuestions): it knows famous facts and not the long tail, and the head learned
           to tell which is which (README, Results: within-relation ROC-AUC on held-out entities).
           It is a ranking more than a calibrated probability: routers use a fitted threshold.
-  other = P(that remote model answers well), learned from RouteLLM's MMLU log. These heads are
-          weak (within-subject ROC-AUC ~0.55-0.60): treat them as a rough prior."""
+  other = P(that remote model answers well), learned from RouteLLM's MMLU log (7,579 train
+          questions). These heads are weak (within-subject ROC-AUC 0.60 Mixtral, 0.66 GPT-4):
+          treat them as a rough prior."""
 
 
 def _print_report(report: dict[str, Any]) -> None:

@@ -441,7 +441,10 @@ def _fit(
         mean_auc = float(np.nanmean(aucs)) if not np.all(np.isnan(aucs)) else float("nan")
         # train_loss: this process's batches (all of them on one process)
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "epoch_s": epoch_seconds}
-        row |= {f"val_auc/{t}": a for t, a in zip(gk.targets, aucs, strict=True)} | {"val_auc": mean_auc}
+        # a head without validation labels (e.g. ``self`` in a heads-only refit) has no AUC: None,
+        # so the history stays strict JSON
+        row |= {f"val_auc/{t}": None if math.isnan(a) else a for t, a in zip(gk.targets, aucs, strict=True)}
+        row["val_auc"] = mean_auc
         if store:
             row["cache_gib"] = store.gib
         result.history.append(row)
