@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import litellm
 import numpy as np
 import pytest
 from fault_server import TYPED_ERRORS, FaultServer
@@ -436,6 +437,76 @@ def test_local_encoding_errors_are_not_retried():
         "every tier failed (2 attempts): primary: InternalServerError; backup: InternalServerError"
     )
     assert server.requests == []  # nothing could even be sent
+
+
+async def _astreamed(router: Router) -> tuple[introroute.Decision, str]:
+    stream = await router.acompletion(messages=QUESTION, stream=True)
+    return introroute.decision(stream), "".join([c.choices[0].delta.content or "" async for c in stream])
+
+
+def _streamed(router: Router) -> tuple[introroute.Decision, str]:
+    stream = router.completion(messages=QUESTION, stream=True)
+    return introroute.decision(stream), "".join(c.choices[0].delta.content or "" for c in stream)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_stream_that_fails_before_any_chunk_is_retried_then_falls_back(mode, waits, monkeypatch):
+    """HTTP 200, then a broken event before any token: nothing reached the caller, so it is a
+    failed attempt (retried, then the fallback), and the answer streams whole, decision first."""
+    monkeypatch.setattr(litellm, "suppress_debug_info", True)
+    run = _streamed if mode == "sync" else lambda router: asyncio.run(_astreamed(router))
+    with FaultServer(fault_rate=0.0) as server:
+        router = _fault_router(server, attempts=2)
+        server.faults.extend(["malformed"])
+        d, text = run(router)
+        assert (d.tier, d.attempts, d.errors) == ("primary", 2, ["primary: MidStreamFallbackError"])
+        assert text == "answer to: What is the capital of France?"
+        server.faults.extend(["malformed", "malformed"])
+        d, text = run(router)
+        assert (d.tier, d.attempts, d.fallbacks_used) == ("backup", 3, ["backup"])
+        assert text == "answer to: What is the capital of France?"
+    assert len(server.requests) == 5
+
+
+def test_a_stream_that_breaks_after_its_first_chunk_is_the_callers_error(monkeypatch):
+    """Once a token is out, the stream is not retried (the caller would see it twice)."""
+    monkeypatch.setattr(litellm, "suppress_debug_info", True)
+    with FaultServer(fault_rate=0.0) as server:
+        server.faults.extend(["midway"])
+        stream = _fault_router(server).completion(messages=QUESTION, stream=True)
+        assert introroute.decision(stream).attempts == 1
+        with pytest.raises(TYPED_ERRORS):
+            list(stream)
+    assert len(server.requests) == 1
+
+
+def test_a_stream_with_no_chunk_read_ahead_stays_ended():
+    """An empty stream read ahead ends for the caller, sync or async, without asking LiteLLM's
+    wrapper again (its state after the end is not ours to rely on)."""
+    from litellm import CustomStreamWrapper
+
+    from introroute.router.decision import aread_ahead, read_ahead
+
+    class Empty(CustomStreamWrapper):
+        def __init__(self) -> None:  # no LiteLLM state: only the end of the stream is needed
+            self._hidden_params, self.asked = {}, 0
+
+        def __next__(self):
+            self.asked += 1
+            raise StopIteration
+
+        async def __anext__(self):
+            self.asked += 1
+            raise StopAsyncIteration
+
+    stream = read_ahead(Empty())
+    assert list(stream) == [] and list(stream) == [] and stream.asked == 1
+
+    async def drained() -> list:
+        stream = await aread_ahead(Empty())
+        return [[c async for c in stream], [c async for c in stream], stream.asked]
+
+    assert asyncio.run(drained()) == [[], [], 1]
 
 
 def test_retry_after_parsing():

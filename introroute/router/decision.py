@@ -57,26 +57,46 @@ class Decision(BaseModel):
     errors: list[str] = Field(default_factory=list, description="'tier: ErrorType' per failed attempt")
 
 
+# What a stream holds in ``_introroute_ahead``: nothing read ahead, or a stream that had no chunk.
+_NOTHING = object()
+_ENDED = object()
+
+
 class RoutedStream(CustomStreamWrapper):
     """A LiteLLM stream whose first chunk also carries the decision.
 
     LiteLLM builds the wrapper, and callers must get a ``CustomStreamWrapper`` back, so
-    :func:`attach` re-classes the instance instead of wrapping it; only iteration changes.
+    :func:`attach` and :func:`read_ahead` re-class the instance instead of wrapping it; only
+    iteration changes: the chunk read ahead (if any) comes first, then the rest of the stream.
     """
 
     _introroute_first: dict[str, Any] | None
+    _introroute_ahead: Any
 
     def _mark(self, chunk: Any) -> Any:
-        if self._introroute_first is not None:
-            chunk._hidden_params[HIDDEN_KEY] = self._introroute_first
+        record = getattr(self, "_introroute_first", None)
+        if record is not None:
+            chunk._hidden_params[HIDDEN_KEY] = record
             self._introroute_first = None
         return chunk
 
+    def _take_ahead(self) -> Any:
+        ahead = getattr(self, "_introroute_ahead", _NOTHING)
+        if ahead is not _ENDED:  # an empty stream stays ended: LiteLLM's wrapper is not asked again
+            self._introroute_ahead = _NOTHING
+        return ahead
+
     def __next__(self) -> Any:
-        return self._mark(super().__next__())
+        ahead = self._take_ahead()
+        if ahead is _ENDED:
+            raise StopIteration
+        return self._mark(super().__next__() if ahead is _NOTHING else ahead)
 
     async def __anext__(self) -> Any:
-        return self._mark(await super().__anext__())
+        ahead = self._take_ahead()
+        if ahead is _ENDED:
+            raise StopAsyncIteration
+        return self._mark(await super().__anext__() if ahead is _NOTHING else ahead)
 
 
 def attach(response: Any, record: dict[str, Any]) -> Any:
@@ -86,6 +106,40 @@ def attach(response: Any, record: dict[str, Any]) -> Any:
         response.__class__ = RoutedStream
         response._introroute_first = record
     return response
+
+
+def read_ahead(response: Any) -> Any:
+    """Read a stream's first chunk now, while the dispatch attempt is still open.
+
+    Why: a provider may accept the request (HTTP 200) and then fail before any token (an error
+    event, a malformed or reset stream). Nothing has reached the caller yet, so that failure is
+    an ordinary failed attempt, for retries and fallbacks; once a chunk is out, an error is the
+    caller's. Non-streamed responses pass through.
+    """
+    if not isinstance(response, CustomStreamWrapper):
+        return response
+    try:
+        ahead = next(response)
+    except StopIteration:
+        ahead = _ENDED
+    return _holding(response, ahead)
+
+
+async def aread_ahead(response: Any) -> Any:
+    """:func:`read_ahead` for a stream from ``litellm.acompletion``."""
+    if not isinstance(response, CustomStreamWrapper):
+        return response
+    try:
+        ahead = await response.__anext__()
+    except StopAsyncIteration:
+        ahead = _ENDED
+    return _holding(response, ahead)
+
+
+def _holding(stream: CustomStreamWrapper, ahead: Any) -> RoutedStream:
+    stream.__class__ = RoutedStream
+    stream._introroute_ahead = ahead
+    return stream  # type: ignore[return-value]
 
 
 def decision(response: Any) -> Decision | None:

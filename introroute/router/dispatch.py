@@ -5,7 +5,9 @@ act ("try again, maybe elsewhere"), so :class:`Attempts` decides after each fail
 next attempt goes to the same tier (a retryable error, attempts left: back off first) or to the
 next tier in the fallback order (anything else: immediately). Tenacity then runs that plan
 unchanged for ``litellm.completion`` and ``litellm.acompletion``. The local tier is in-process and
-deterministic, so it gets one attempt. Errors mid-stream are not retried: tokens already went out.
+deterministic, so it gets one attempt. A stream's first chunk is read within the attempt, so a
+stream that fails before any token is a failed attempt like any other; errors after it are not
+retried: tokens already went out.
 
 What is retried on the same tier: the configured error classes, except a 4xx other than 408,
 409 and 429 (the same request will be refused again) and a failure to encode the request on this
@@ -33,6 +35,7 @@ from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception
 
 from introroute.errors import ProviderError, RoutingError
 from introroute.router.config import RetryConfig, TierConfig
+from introroute.router.decision import aread_ahead, read_ahead
 from introroute.router.secrets import Redactor
 
 # 4xx statuses worth retrying (as the OpenAI SDK does): timeout, conflict, rate limit.
@@ -129,11 +132,13 @@ class Attempts:
         error.__suppress_context__ = True
         return error
 
+    # A stream's first chunk is read inside the attempt (see ``read_ahead``): a stream that
+    # fails before any token is retried or falls back like any failed call.
     def _once(self) -> Any:
-        return litellm.completion(**self.kwargs())
+        return read_ahead(litellm.completion(**self.kwargs()))
 
     async def _aonce(self) -> Any:
-        return await litellm.acompletion(**self.kwargs())
+        return await aread_ahead(await litellm.acompletion(**self.kwargs()))
 
     # Raised outside the ``except`` block, so the provider error is not even the implicit
     # ``__context__`` of the RoutingError.

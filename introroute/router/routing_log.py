@@ -12,7 +12,7 @@ written as ``null`` and listed in ``nonfinite``, and a record that cannot be ser
 is replaced by one that says so, so each routed call still leaves exactly one parseable line.
 
 Record fields: ``ts`` (UTC ISO-8601), ``router``, ``decision`` (a :class:`Decision` dump),
-``stream``, ``latency_ms`` (to the response, or to the stream's creation), ``usage``
+``stream``, ``latency_ms`` (to the response, or to a stream's first chunk), ``usage``
 (``prompt_tokens``/``completion_tokens`` when known), ``error`` (set when no tier answered:
 every tier failed, no tier could read the request, or the call was cancelled).
 """
