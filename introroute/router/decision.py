@@ -70,18 +70,18 @@ class RoutedStream(CustomStreamWrapper):
     iteration changes: the chunk read ahead (if any) comes first, then the rest of the stream.
     """
 
-    _introroute_first: dict[str, Any] | None
-    _introroute_ahead: Any
+    # class defaults: a re-classed instance has whichever of the two its re-classer set
+    _introroute_first: dict[str, Any] | None = None
+    _introroute_ahead: Any = _NOTHING
 
     def _mark(self, chunk: Any) -> Any:
-        record = getattr(self, "_introroute_first", None)
-        if record is not None:
-            chunk._hidden_params[HIDDEN_KEY] = record
+        if self._introroute_first is not None:
+            chunk._hidden_params[HIDDEN_KEY] = self._introroute_first
             self._introroute_first = None
         return chunk
 
     def _take_ahead(self) -> Any:
-        ahead = getattr(self, "_introroute_ahead", _NOTHING)
+        ahead = self._introroute_ahead
         if ahead is not _ENDED:  # an empty stream stays ended: LiteLLM's wrapper is not asked again
             self._introroute_ahead = _NOTHING
         return ahead
