@@ -65,11 +65,23 @@ def _tool_calls_text(calls: Any, i: int) -> str:
         ) from exc
 
 
+def _check_encodable(text: str, i: int) -> None:
+    """Reject text no tokenizer can take: a lone surrogate (``"caf\\ud800"``, which JSON allows
+    as an escape) is a valid Python ``str`` but not Unicode text, and fails deep in tokenisation."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise MessagesError(
+            f"messages[{i}].content is not valid Unicode text: a lone surrogate at character {exc.start}"
+        ) from None
+
+
 def normalize_messages(messages: Any) -> NormalizedMessages:
     """Check ``messages`` and return text-only messages for a chat template.
 
     Raises :class:`MessagesError` naming the offending index when the list is empty, a message is
-    not a mapping, a role is unknown, content has the wrong type, or no user message has text.
+    not a mapping, a role is unknown, content has the wrong type or is not valid Unicode text
+    (lone surrogates), or no user message has text.
     """
     if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
         raise MessagesError(f"messages must be a list of message objects, got {type(messages).__name__}")
@@ -97,6 +109,7 @@ def normalize_messages(messages: Any) -> NormalizedMessages:
         if msg.get("tool_calls"):
             calls = _tool_calls_text(msg["tool_calls"], i)
             text = f"{text}\n{calls}" if text else calls
+        _check_encodable(text, i)
         out.append({"role": str(role), "content": text})
     if not any(m["role"] == "user" and m["content"].strip() for m in out):
         raise MessagesError("messages contain no user message with text content: nothing to score")

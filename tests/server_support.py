@@ -21,6 +21,9 @@ from typing import Any
 
 import httpx
 
+from introroute.errors import MessagesError
+from introroute.messages import normalize_messages
+
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 TARGETS = ["self", "gpt-4"]
@@ -38,9 +41,21 @@ def keyword_scores(messages: Any) -> dict[str, float]:
     return {"self": (0.1 if "hard" in text else 0.8) + jitter, "gpt-4": 0.9}
 
 
+#: Text the double's "tokenizer" rejects, as IntroLM.encode rejects what its tokenizer cannot take.
+UNREADABLE = "<unreadable>"
+
+
+@dataclass
+class Encoded:
+    messages: Any
+    ids: list[int]
+
+
 @dataclass
 class KeywordScorer:
-    """A batch-capable ``Scorer``; ``delay_s`` per forward, ``fail`` raises from every forward."""
+    """A ``BatchScorer`` like IntroLM: ``encode`` validates one request (``MessagesError`` for
+    text containing ``UNREADABLE``), ``scores_encoded`` is one forward over many (recorded in
+    ``batches``, ``delay_s`` long, raising ``fail`` if set)."""
 
     delay_s: float = 0.0
     fail: Exception | None = None
@@ -50,17 +65,24 @@ class KeywordScorer:
     def targets(self) -> list[str]:
         return list(TARGETS)
 
-    def scores(self, messages: Any) -> dict[str, float]:
-        return dict(zip(TARGETS, self.scores_batch([messages])[0], strict=True))
+    def encode(self, messages: Any) -> Encoded:
+        text = " ".join(m["content"] for m in normalize_messages(messages).messages)
+        if UNREADABLE in text:
+            raise MessagesError("messages[0].content cannot be tokenised (TypeError)")
+        return Encoded(messages, list(range(len(text.split()))))
 
-    def scores_batch(self, conversations: list[Any], batch_size: int = 8) -> list[list[float]]:
-        """``[N, targets]`` rows, like ``IntroLM.scores_batch``."""
-        self.batches.append(len(conversations))
+    def scores_encoded(self, prompts: list[Encoded]) -> list[dict[str, float]]:
+        self.batches.append(len(prompts))
         if self.delay_s:
             time.sleep(self.delay_s)
         if self.fail is not None:
             raise self.fail
-        return [[keyword_scores(m)[t] for t in TARGETS] for m in conversations]
+        return [keyword_scores(p.messages) for p in prompts]
+
+    prefill_batch = scores_encoded  # never called (not a LocalModel); completes the BatchScorer protocol
+
+    def scores(self, messages: Any) -> dict[str, float]:
+        return self.scores_encoded([self.encode(messages)])[0]
 
 
 def keyword_scorer() -> KeywordScorer:
@@ -86,10 +108,13 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve_in_thread(app: Any) -> Iterator[str]:
-    """Run an ASGI app with uvicorn on 127.0.0.1 in a daemon thread; yields its base URL."""
+    """Run an app from ``create_app`` under uvicorn as ``introroute serve`` does (same protocol,
+    timeouts), on 127.0.0.1 in a daemon thread; yields its base URL."""
     import uvicorn
 
-    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="error", loop="asyncio")
+    from introroute.server.http import uvicorn_config
+
+    config = uvicorn_config(app, host="127.0.0.1", port=free_port(), log_level="error")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -84,27 +84,30 @@ def test_multi_turn_conversation_is_scored_whole(router_fake_gatekeeper):
 
 
 @pytest.mark.parametrize(
-    ("gatekeeper", "reason"),
+    ("gatekeeper", "reason", "code"),
     [
         (
             FakeGatekeeper(fail=RuntimeError("model exploded")),
             "gatekeeper error: RuntimeError: model exploded",
+            "error",
         ),
         (
             FakeGatekeeper({"self": float("nan"), "gpt-4": 0.9}),
             "gatekeeper returned invalid scores: 'self': nan is not a probability in [0, 1]",
+            "invalid_scores",
         ),
-        (FakeGatekeeper({}, heads=["self", "gpt-4"]), "gatekeeper returned no scores"),
+        (FakeGatekeeper({}, heads=["self", "gpt-4"]), "gatekeeper returned no scores", "invalid_scores"),
         (
             FakeGatekeeper({"self": 0.9}, heads=["self", "gpt-4"]),
             "gatekeeper gave no score for target(s) ['gpt-4']",
+            "missing_head",
         ),
     ],
 )
-def test_gatekeeper_failure_routes_to_fail_safe(gatekeeper, reason):
+def test_gatekeeper_failure_routes_to_fail_safe(gatekeeper, reason, code):
     response = Router.from_dict(router_config(), gatekeeper=gatekeeper).completion(messages=QUESTION)
     d = introroute.decision(response)
-    assert (d.tier, d.policy_tier, d.fail_safe_reason) == ("large", None, reason)
+    assert (d.tier, d.policy_tier, d.fail_safe_reason, d.reason) == ("large", None, reason, code)
     assert _content(response) == "large answer"
 
 

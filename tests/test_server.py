@@ -30,6 +30,7 @@ from server_support import (
 from introroute import decision
 from introroute.errors import GatekeeperError, MessagesError
 from introroute.router import Router
+from introroute.router.gatekeeping import BatchingOptions
 from introroute.server.app import create_app
 from introroute.server.client import RemoteScorer
 
@@ -49,14 +50,35 @@ def _router_config(url: str, **gatekeeper) -> dict:
     }
 
 
+def _app(scorer: KeywordScorer, *, delay_s: float = 0.0, **batching):
+    """The app for ``scorer``, its warm-up forwards forgotten, then ``delay_s`` per forward."""
+    app = create_app(scorer, batching=BatchingOptions(**batching))
+    scorer.batches.clear()
+    scorer.delay_s = delay_s
+    return app
+
+
 async def _post_many(url: str, bodies: list[dict]) -> list[httpx.Response]:
     async with httpx.AsyncClient(timeout=10) as client:
         return await asyncio.gather(*(client.post(f"{url}/score", json=b) for b in bodies))
 
 
+async def _post_many_and_raw(
+    url: str, bodies: list[dict], raw: str
+) -> tuple[list[httpx.Response], httpx.Response]:
+    """``bodies`` as JSON and one raw JSON text (for what httpx would not encode), all at once."""
+    headers = {"Content-Type": "application/json"}
+    async with httpx.AsyncClient(timeout=10) as client:
+        *good, bad = await asyncio.gather(
+            *(client.post(f"{url}/score", json=b) for b in bodies),
+            client.post(f"{url}/score", content=raw, headers=headers),
+        )
+    return good, bad
+
+
 def test_concurrent_requests_share_forwards_and_each_gets_its_own_scores():
-    scorer = KeywordScorer(delay_s=0.05)
-    with serve_in_thread(create_app(scorer, max_batch=8, max_wait_ms=20)) as url:
+    scorer = KeywordScorer()
+    with serve_in_thread(_app(scorer, delay_s=0.05, max_batch_size=8, max_wait_s=0.02)) as url:
         bodies = [{"messages": _question(i, hard=i % 3 == 0)} for i in range(20)]
         responses = asyncio.run(_post_many(url, bodies))
         metrics = httpx.get(f"{url}/metrics", params={"format": "json"}).json()
@@ -90,7 +112,7 @@ def test_health_and_target_subsets():
 )
 def test_bad_requests_are_400s_that_name_the_cause(body, cause):
     scorer = KeywordScorer()
-    with serve_in_thread(create_app(scorer)) as url:
+    with serve_in_thread(_app(scorer)) as url:
         response = httpx.post(f"{url}/score", json=body)
         rejected = httpx.get(f"{url}/metrics", params={"format": "json"}).json()["rejected"]
     assert response.status_code == 400, response.text
@@ -99,8 +121,8 @@ def test_bad_requests_are_400s_that_name_the_cause(body, cause):
 
 
 def test_a_full_queue_sheds_at_once_with_503_and_retry_after():
-    scorer = KeywordScorer(delay_s=1.0)
-    with serve_in_thread(create_app(scorer, max_batch=1, max_wait_ms=0, max_queue=2)) as url:
+    scorer = KeywordScorer()
+    with serve_in_thread(_app(scorer, delay_s=1.0, max_batch_size=1, max_wait_s=0, max_queue=2)) as url:
         responses = asyncio.run(_post_many(url, [{"messages": _question(i)} for i in range(8)]))
         metrics = httpx.get(f"{url}/metrics", params={"format": "json"}).json()
     shed = [r for r in responses if r.status_code == 503]
@@ -111,17 +133,23 @@ def test_a_full_queue_sheds_at_once_with_503_and_retry_after():
     assert max(r.elapsed.total_seconds() for r in shed) < 0.9
 
 
-def test_scorer_failure_is_a_500_the_client_reports_as_gatekeeper_error():
-    with serve_in_thread(create_app(KeywordScorer(fail=RuntimeError("CUDA out of memory")))) as url:
+def test_scorer_failure_is_a_500_that_names_no_internals_and_is_logged(caplog):
+    scorer = KeywordScorer()
+    app = _app(scorer)
+    scorer.fail = RuntimeError("CUDA out of memory at /opt/secret/path")
+    with serve_in_thread(app) as url:
         response = httpx.post(f"{url}/score", json={"messages": QUESTION})
         remote = RemoteScorer(url)
         with pytest.raises(
-            GatekeeperError, match="answered 500: gatekeeper error: RuntimeError: CUDA out of memory"
+            GatekeeperError, match=r"answered 500: gatekeeper error \(error\); see the server log"
         ):
             remote.scores(QUESTION)
         with pytest.raises(MessagesError, match="messages is empty"):
             remote.scores([])
+        remote.close()
     assert response.status_code == 500
+    assert "CUDA" not in response.text and "RuntimeError" not in response.text
+    assert "RuntimeError: CUDA out of memory" in caplog.text  # the operator still sees it
 
 
 def test_router_by_url_routes_on_remote_scores_and_records_them():
@@ -136,8 +164,8 @@ def test_router_by_url_routes_on_remote_scores_and_records_them():
 
 def test_async_requests_through_a_router_reach_the_server_together():
     """The in-process gatekeeper's single worker must not serialise remote calls: they batch."""
-    scorer = KeywordScorer(delay_s=0.05)
-    with serve_in_thread(create_app(scorer, max_batch=16, max_wait_ms=20)) as url:
+    scorer = KeywordScorer()
+    with serve_in_thread(_app(scorer, delay_s=0.05, max_batch_size=16, max_wait_s=0.02)) as url:
         router = Router.from_dict(_router_config(url, timeout_ms=3000))
 
         async def run() -> list:
@@ -153,7 +181,7 @@ def test_async_requests_through_a_router_reach_the_server_together():
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_slow_or_missing_server_sends_requests_to_the_fail_safe_tier_within_the_budget(mode):
-    with serve_in_thread(create_app(KeywordScorer(delay_s=3.0))) as url:
+    with serve_in_thread(_app(KeywordScorer(), delay_s=3.0)) as url:
         router = Router.from_dict(_router_config(url, timeout_ms=150))
         started = time.perf_counter()
         slow = router.route(QUESTION) if mode == "sync" else asyncio.run(router.aroute(QUESTION))
@@ -188,8 +216,15 @@ def test_introlm_scores_over_http_equal_in_process_scores(tiny_base_dir):
     gk = IntroLM.build(load_base(tiny_base_dir), IntroConfig(targets=["self", "gpt-4"]))
     gk.eval()
     prompts = [[{"role": "user", "content": "word " * n + f"end {n}"}] for n in (1, 7, 30, 3, 12, 60)]
-    with serve_in_thread(create_app(gk, max_batch=6, max_wait_ms=50)) as url:
-        responses = asyncio.run(_post_many(url, [{"messages": p} for p in prompts]))
+    with serve_in_thread(create_app(gk, batching=BatchingOptions(max_batch_size=8, max_wait_s=0.05))) as url:
+        # A lone surrogate is valid JSON and a valid Python str, but no tokenizer takes it: it once
+        # failed every request batched with it (500s); now it is its own 400.
+        poison = json.dumps({"messages": [{"role": "user", "content": "caf\ud800"}]})
+        responses, bad = asyncio.run(_post_many_and_raw(url, [{"messages": p} for p in prompts], poison))
+    assert (
+        bad.status_code == 400
+        and "messages[0].content is not valid Unicode" in bad.json()["error"]["message"]
+    )
     assert max(r.json()["batch_size"] for r in responses) > 1
     for prompt, response in zip(prompts, responses, strict=True):
         assert response.json()["scores"] == pytest.approx(gk.scores(prompt), abs=1e-5)

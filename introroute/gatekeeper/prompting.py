@@ -85,6 +85,15 @@ def _tokenize(tokenizer: PreTrainedTokenizerBase, text: str, *, split_special: b
     return list(tokenizer(text, add_special_tokens=False, split_special_tokens=split_special)["input_ids"])
 
 
+def _tokenize_content(tokenizer: PreTrainedTokenizerBase, text: str, index: int) -> list[int]:
+    """A message's tokens; text the tokenizer rejects is the request's fault, a typed error, so a
+    caller that encodes per request (the micro-batcher, ``introroute serve``) can answer it alone."""
+    try:
+        return _tokenize(tokenizer, text, split_special=True)
+    except (TypeError, ValueError, UnicodeError) as exc:
+        raise MessagesError(f"messages[{index}].content cannot be tokenised ({type(exc).__name__})") from None
+
+
 def encode_prompt(
     tokenizer: PreTrainedTokenizerBase, messages: Messages, max_prompt_tokens: int
 ) -> PromptIds:
@@ -107,7 +116,7 @@ def encode_prompt(
         if position % 2 == 0:  # template text: its special tokens are real special tokens
             ids += _tokenize(tokenizer, piece, split_special=False)
         else:  # a message's content: special-token text stays plain text
-            ids += _tokenize(tokenizer, contents[int(piece)], split_special=True)
+            ids += _tokenize_content(tokenizer, contents[int(piece)], int(piece))
     dropped = max(0, len(ids) - max_prompt_tokens)
     return PromptIds(
         ids=ids[dropped:],

@@ -53,7 +53,8 @@ def _stop_workers() -> None:
     "terminate called without an active exception")."""
     for batcher in list(_live):
         batcher.close()
-        batcher._thread.join(timeout=5.0)
+        if batcher._thread.ident is not None:
+            batcher._thread.join(timeout=5.0)
 
 
 @dataclass(frozen=True)
@@ -170,8 +171,9 @@ class MicroBatcher(Generic[Item]):
         self._arrival_gap = 0.0  # running average of the time between submits
         self.batches = 0
         self.items = 0
+        # Started by the first submit: a router that never queues (a remote gatekeeper scores
+        # over HTTP) holds no idle thread.
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
         _live.add(self)
 
     # -- callers -------------------------------------------------------------------------------
@@ -214,6 +216,8 @@ class MicroBatcher(Generic[Item]):
                 self._arrival_gap = 0.8 * self._arrival_gap + 0.2 * (now - self._last_arrival)
             self._last_arrival = now
             self._queue.append(entry)
+            if self._thread.ident is None:
+                self._thread.start()
             self._cond.notify()
         return Admission(entry.future, None, expected)
 

@@ -119,11 +119,17 @@ class GatekeeperConfig(_Strict):
 
     ``url``: score through an ``introroute serve`` server instead; the process then never loads
     torch (``base``/``adapter``/``max_context``/``threads``/``prefix_cache`` belong to the server, so
-    they are errors here) and ``timeout_ms`` bounds each HTTP call.
+    they are errors here), ``timeout_ms`` bounds each HTTP call as a whole and ``api_key`` is the
+    server's key.
     """
 
     url: str | None = Field(
         default=None, pattern=r"^https?://[^\s/]+", description="introroute serve address"
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="with url: the key the server was started with (introroute serve --api-key), "
+        "sent as 'Authorization: Bearer'; use ${ENV_VAR}",
     )
     base: str = "smollm2-135m-instruct"
     adapter: str | None = None
@@ -154,6 +160,8 @@ class GatekeeperConfig(_Strict):
 
     @model_validator(mode="after")
     def _remote_is_configured_by_its_server(self) -> GatekeeperConfig:
+        if self.api_key is not None and self.url is None:
+            raise ValueError("api_key authenticates to a remote gatekeeper: set url too")
         if self.url is not None:
             model_fields = {"base", "adapter", "max_context", "threads", "prefix_cache", "device", "dtype"}
             local = sorted(model_fields & self.model_fields_set)
@@ -458,6 +466,8 @@ class RouterConfig(_Strict):
     def secrets(self) -> frozenset[str]:
         """Every value that must never be emitted: ``${ENV}`` substitutions and tier credentials."""
         keys = {v for t in self.tiers if t.litellm_params for v in t.litellm_params.secret_values()}
+        if self.gatekeeper is not None and self.gatekeeper.api_key is not None:
+            keys.add(self.gatekeeper.api_key.get_secret_value())
         return self._secrets | keys
 
 

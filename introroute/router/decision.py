@@ -48,8 +48,9 @@ class Decision(BaseModel):
     reason: str | None = Field(
         default=None,
         description="why the fail-safe tier was used, as a code: overload or loading (shed: the "
-        "gatekeeper was busy or not ready), timeout, load_failed, error, invalid_scores, policy_error; "
-        "None when the policy decided",
+        "gatekeeper was busy or not ready), timeout, load_failed, error, invalid_scores, "
+        "invalid_request (the gatekeeper cannot read the messages), missing_head (no score for a "
+        "tier's target), policy_error; None when the policy decided",
     )
     overrides: list[str] = Field(default_factory=list, description="why the planned tier was changed")
     attempts: int = 0

@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from introroute.errors import MessagesError
 from introroute.router.batching import Batched, MicroBatcher
 from introroute.router.loading import Loader, Unavailable
 from introroute.scoring import BatchScorer, LocalModel, Messages, Scorer
@@ -40,8 +41,10 @@ _BUDGET_EXCEEDED = (TimeoutError, concurrent.futures.TimeoutError, asyncio.Timeo
 
 #: Reasons a request was not scored and went to the fail-safe tier. ``overload`` and ``loading``
 #: are load shedding (the gatekeeper is healthy but busy or not ready); the rest are failures.
+#: ``invalid_request``: the gatekeeper cannot read these messages (:class:`MessagesError` from
+#: ``encode``), found per request before batching, so it never fails the requests batched with it.
 SHED_REASONS = frozenset({"overload", "loading"})
-FAIL_REASONS = frozenset({"timeout", "load_failed", "error", "invalid_scores"})
+FAIL_REASONS = frozenset({"timeout", "load_failed", "error", "invalid_scores", "invalid_request"})
 
 _WARM_UP = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -257,6 +260,8 @@ class Gatekeeping:
     def _failed(self, exc: BaseException, start: float) -> Scoring:
         if isinstance(exc, Unavailable):
             return self._timed(Scoring(failure=str(exc), reason=exc.reason), start)
+        if isinstance(exc, MessagesError):
+            return self._timed(Scoring(failure=str(exc), reason="invalid_request"), start)
         if isinstance(exc, _BUDGET_EXCEEDED) and self.timeout_s is not None:
             budget = f"{self.timeout_s * 1000:.0f} ms"
             return self._timed(

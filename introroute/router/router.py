@@ -189,7 +189,11 @@ class Router:
         if spec.url:
             from introroute.server.client import RemoteScorer
 
-            return RemoteScorer(spec.url, timeout_s=spec.timeout_ms / 1000.0 if spec.timeout_ms else None)
+            return RemoteScorer(
+                spec.url,
+                timeout_s=spec.timeout_ms / 1000.0 if spec.timeout_ms else None,
+                api_key=spec.api_key,
+            )
         return spec.load_introlm()  # torch: imported only when a request needs it
 
     def _local_model(self) -> LocalModel:
@@ -247,6 +251,7 @@ class Router:
             missing = sorted({t.target for t in self._tiers} - set(scoring.scores))
             if missing:  # never let a policy default stand in for a head that did not answer
                 failure = f"gatekeeper gave no score for target(s) {missing}"
+                reason = "missing_head"
         if failure is None:
             try:
                 choice = self.policy.decide(scoring.scores, context)
@@ -464,11 +469,11 @@ class Router:
         """Gatekeeper counters since this router was built and its queue now.
 
         ``scored``, ``shed`` (reasons ``overload``, ``loading``) and ``failed`` (``timeout``,
-        ``load_failed``, ``error``, ``invalid_scores``) count requests; ``by_reason`` splits the
-        last two; ``queued`` is the queue depth now, ``batches`` and ``mean_batch_size`` describe
-        the forwards run, ``batch_cost`` is the fitted cost model admission uses, ``state`` is the
-        model's (``loading``, ``ready``, ``failed``) and ``load_s`` how long it took to load.
-        Empty for a router without a gatekeeper.
+        ``load_failed``, ``error``, ``invalid_scores``, ``invalid_request``) count requests;
+        ``by_reason`` splits the last two; ``queued`` is the queue depth now, ``batches`` and
+        ``mean_batch_size`` describe the forwards run, ``batch_cost`` is the fitted cost model
+        admission uses, ``state`` is the model's (``loading``, ``ready``, ``failed``) and ``load_s``
+        how long it took to load. Empty for a router without a gatekeeper.
         """
         return self._gatekeeping.stats() if self._gatekeeping else {}
 
