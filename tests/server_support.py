@@ -9,6 +9,7 @@ every wait is bounded in time.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -100,6 +101,16 @@ def mocked_tiers(cheap: str = "cheap", strong: str = "strong") -> list[dict[str,
     ]
 
 
+def remote_router_config(url: str, **gatekeeper: Any) -> dict[str, Any]:
+    """A router scoring through ``introroute serve`` at ``url``: easy questions to ``cheap``."""
+    return {
+        "name": "remote",
+        "gatekeeper": {"url": url, **gatekeeper},
+        "tiers": mocked_tiers(),
+        "policy": {"type": "threshold", "params": {"tau": 0.5}},
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -167,3 +178,68 @@ def stop(process: subprocess.Popen[Any], timeout_s: float = 15) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+
+class FaultyGatekeeperServer:
+    """A stdlib stand-in for ``introroute serve`` on 127.0.0.1 whose ``/score`` misbehaves.
+
+    ``mode``: ``"drip"`` answers 200 with a valid body sent one byte every ``drip_s`` (each read
+    is quick, so per-read timeouts never fire); ``"503"`` sheds every request; ``"ok"`` answers.
+    ``/health`` is normal. Handler threads are daemons and stop writing once the client hangs up.
+    """
+
+    def __init__(self, mode: str, drip_s: float = 0.1) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self._send(200, {"status": "ok", "targets": TARGETS})
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.calls += 1
+                if outer.mode == "503":
+                    self._send(503, {"error": {"message": "queue full", "type": "overloaded"}})
+                    return
+                scores = {"scores": {t: 0.5 for t in TARGETS}, "batch_size": 1}
+                if outer.mode == "ok":
+                    self._send(200, scores)
+                    return
+                body = (
+                    json.dumps(scores).encode() + b" " * 60
+                )  # long enough that dripping it takes many read timeouts
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                with contextlib.suppress(OSError):
+                    for i in range(len(body)):
+                        self.wfile.write(body[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(outer.drip_s)
+
+            def _send(self, status: int, payload: dict[str, Any]) -> None:
+                body = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.mode, self.drip_s, self.calls = mode, drip_s, 0
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def __enter__(self) -> FaultyGatekeeperServer:
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()

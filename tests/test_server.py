@@ -20,7 +20,7 @@ from server_support import (
     KeywordScorer,
     free_port,
     keyword_scores,
-    mocked_tiers,
+    remote_router_config,
     serve_in_thread,
     stop,
     subprocess_env,
@@ -39,15 +39,6 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 def _question(i: int, hard: bool = False) -> list[dict[str, str]]:
     return [{"role": "user", "content": f"{'a hard' if hard else 'an easy'} question number {i}"}]
-
-
-def _router_config(url: str, **gatekeeper) -> dict:
-    return {
-        "name": "remote",
-        "gatekeeper": {"url": url, **gatekeeper},
-        "tiers": mocked_tiers(),
-        "policy": {"type": "threshold", "params": {"tau": 0.5}},
-    }
 
 
 def _app(scorer: KeywordScorer, *, delay_s: float = 0.0, **batching):
@@ -154,7 +145,7 @@ def test_scorer_failure_is_a_500_that_names_no_internals_and_is_logged(caplog):
 
 def test_router_by_url_routes_on_remote_scores_and_records_them():
     with serve_in_thread(create_app(KeywordScorer())) as url:
-        router = Router.from_dict(_router_config(url, timeout_ms=2000))
+        router = Router.from_dict(remote_router_config(url, timeout_ms=2000))
         easy = router.completion(messages=_question(1))
         hard = router.completion(messages=_question(2, hard=True))
     assert (decision(easy).tier, decision(hard).tier) == ("cheap", "strong")
@@ -166,7 +157,7 @@ def test_async_requests_through_a_router_reach_the_server_together():
     """The in-process gatekeeper's single worker must not serialise remote calls: they batch."""
     scorer = KeywordScorer()
     with serve_in_thread(_app(scorer, delay_s=0.05, max_batch_size=16, max_wait_s=0.02)) as url:
-        router = Router.from_dict(_router_config(url, timeout_ms=3000))
+        router = Router.from_dict(remote_router_config(url, timeout_ms=3000))
 
         async def run() -> list:
             return await asyncio.gather(
@@ -182,31 +173,33 @@ def test_async_requests_through_a_router_reach_the_server_together():
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_slow_or_missing_server_sends_requests_to_the_fail_safe_tier_within_the_budget(mode):
     with serve_in_thread(_app(KeywordScorer(), delay_s=3.0)) as url:
-        router = Router.from_dict(_router_config(url, timeout_ms=150))
+        router = Router.from_dict(remote_router_config(url, timeout_ms=150))
         started = time.perf_counter()
         slow = router.route(QUESTION) if mode == "sync" else asyncio.run(router.aroute(QUESTION))
         waited = time.perf_counter() - started
     assert slow.tier == "strong" and slow.fail_safe_reason == "gatekeeper exceeded its time budget of 150 ms"
     assert waited < 2.0  # the budget, not the 3 s forward (generous: shared CI machines)
-    gone = Router.from_dict(_router_config(f"http://127.0.0.1:{free_port()}", timeout_ms=500)).route(QUESTION)
+    gone = Router.from_dict(remote_router_config(f"http://127.0.0.1:{free_port()}", timeout_ms=500)).route(
+        QUESTION
+    )
     assert gone.tier == "strong" and "unreachable: ConnectError" in gone.fail_safe_reason
 
 
 def test_remote_gatekeeper_config_is_validated():
     from introroute.errors import ConfigError
 
-    config = _router_config("http://127.0.0.1:1")
+    config = remote_router_config("http://127.0.0.1:1")
     config["gatekeeper"]["adapter"] = "my-adapter/"
     with pytest.raises(
         ConfigError, match=r"gatekeeper: \['adapter'\] configure the model of a local gatekeeper"
     ):
         Router.from_dict(config)
-    config = _router_config("http://127.0.0.1:1")
+    config = remote_router_config("http://127.0.0.1:1")
     config["tiers"][0].pop("litellm_params")
     with pytest.raises(ConfigError, match="a remote gatekeeper cannot generate"):
         Router.from_dict(config)
     with pytest.raises(ConfigError, match=r"gatekeeper\.url"):
-        Router.from_dict(_router_config("127.0.0.1:8765"))
+        Router.from_dict(remote_router_config("127.0.0.1:8765"))
 
 
 def test_introlm_scores_over_http_equal_in_process_scores(tiny_base_dir):
@@ -271,7 +264,7 @@ def test_cli_serves_and_a_routing_process_never_imports_torch(tmp_path):
         )
     try:
         wait_for_http(f"http://127.0.0.1:{port}/health", server, timeout_s=120, log=log)
-        config = _router_config(f"http://127.0.0.1:{port}", timeout_ms=5000)
+        config = remote_router_config(f"http://127.0.0.1:{port}", timeout_ms=5000)
         child = subprocess.run(
             [sys.executable, "-c", TORCH_FREE, json.dumps(config), json.dumps(_question(3, hard=True))],
             cwd=ROOT,
