@@ -13,8 +13,11 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from tokenizers import AddedToken
 
+from introroute.errors import MessagesError
+from introroute.gatekeeper import prompting
 from introroute.gatekeeper.prompting import encode_prompt
 
 SPOOFS = [
@@ -87,3 +90,22 @@ def test_tokens_added_after_first_use_are_seen(tiny_lm):
     assert tokenizer.unk_token_id in encode_prompt(tokenizer, message, 10_000).ids
     tokenizer.add_tokens(["zzqq"])  # a plain (not special) added token: user text may use it
     assert tokenizer.convert_tokens_to_ids("zzqq") in encode_prompt(tokenizer, message, 10_000).ids
+
+
+def test_text_no_tokenizer_can_take_is_a_typed_error_naming_the_message(tiny_lm, monkeypatch):
+    """What a tokenizer rejects is the request's fault (a MessagesError per request), never an
+    exception from inside a batch that fails the requests batched with it."""
+    _, tokenizer = tiny_lm
+    surrogate = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "caf\ud800"}]
+    with pytest.raises(MessagesError, match=r"messages\[1\]\.content is not valid Unicode text"):
+        encode_prompt(tokenizer, surrogate, 10_000)
+    real = prompting._tokenize
+
+    def picky(tok, text, split_special):  # a tokenizer that rejects one user text
+        if "reject me" in text:
+            raise TypeError("TextInputSequence must be str")
+        return real(tok, text, split_special=split_special)
+
+    monkeypatch.setattr(prompting, "_tokenize", picky)
+    with pytest.raises(MessagesError, match=r"messages\[0\]\.content cannot be tokenised \(TypeError\)"):
+        encode_prompt(tokenizer, [{"role": "user", "content": "reject me"}], 10_000)
