@@ -99,13 +99,18 @@ def test_bodies_messages_and_characters_are_bounded_before_the_model():
         )
         many = httpx.post(f"{url}/score", json={"messages": QUESTION * 4})
         long = httpx.post(f"{url}/score", json={"messages": [{"role": "user", "content": "word " * 50}]})
+        nested = httpx.post(f"{url}/score", content="[" * 2000 + "]" * 2000, headers=headers)
         fine = httpx.post(f"{url}/score", json={"messages": QUESTION})
         health = httpx.get(f"{url}/health")
+        metrics = _metrics(url)
     assert (declared.status_code, chunked.status_code) == (413, 413)
     assert many.status_code == 400 and "4 messages; this server takes at most 3" in many.text
     assert long.status_code == 400 and "250 characters of message text" in long.text
+    assert nested.status_code == 400 and nested.json()["error"]["type"] == "invalid_request_error"
     assert fine.status_code == 200 and health.status_code == 200
     assert scorer.batches == [1]  # only the fine request reached the model
+    assert "Content Too Large" in declared.text and "Content Too Large" in chunked.text
+    assert metrics["requests"] == 6 and metrics["rejected"] == 5
 
 
 # -- slow clients -----------------------------------------------------------------------------------
