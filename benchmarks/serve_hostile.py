@@ -7,7 +7,10 @@ Starts the server as a subprocess on 127.0.0.1, then:
 - **big body**: a 52 MB body, and a body of 10^6 messages: their status, how long the server took
   to refuse them, the server's RSS before and after, and the slowest ``/health`` meanwhile;
 - **half headers**: 300 connections that send half a request header and stop: how many the server
-  has closed ``--request-timeout-s`` (+ 2 s) later, and the slowest ``/health`` meanwhile.
+  has closed ``--request-timeout-s`` (+ 2 s) later, and the slowest ``/health`` meanwhile;
+- **drip** (the client side): a router with ``timeout_ms: 500`` against a stand-in server that
+  drips its ``/score`` body one byte every 100 ms (tests/server_support.py): how long a sync
+  ``route`` and an async ``aroute`` take, and the reason they record.
 
     python benchmarks/serve_hostile.py --out benchmarks/results/serve_hostile.json
 """
@@ -30,7 +33,11 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(1, str(Path(__file__).parents[1] / "tests"))
+from server_support import FaultyGatekeeperServer, remote_router_config
 from support import write_result
+
+from introroute.router import Router
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = [{"role": "user", "content": "What is the capital of France?"}]
@@ -140,6 +147,17 @@ def half_headers(url: str, port: int, connections: int, timeout_s: float) -> dic
     }
 
 
+def drip(budget_ms: float = 500.0) -> dict[str, Any]:
+    result: dict[str, Any] = {"budget_ms": budget_ms, "drip_ms_per_byte": 100}
+    for mode in ("sync", "async"):
+        with FaultyGatekeeperServer("drip", drip_s=0.1) as server:
+            router = Router.from_dict(remote_router_config(server.url, timeout_ms=budget_ms))
+            start = time.perf_counter()
+            routed = router.route(GOOD) if mode == "sync" else asyncio.run(router.aroute(GOOD))
+            result[mode] = {"took_ms": round((time.perf_counter() - start) * 1000.0), "reason": routed.reason}
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scorer", help="serve 'pkg.mod:factory' instead of the shipped adapter")
@@ -175,6 +193,7 @@ def main() -> None:
             "messages_1e6": refused_body(url, server.pid, many),
             "half_headers": half_headers(url, port, args.connections, args.request_timeout_s),
             "after": {"health": httpx.get(f"{url}/health", timeout=10).status_code, "poison": poison(url)},
+            "drip": drip(),
         }
     finally:
         server.terminate()
