@@ -120,7 +120,9 @@ class IntroLM(torch.nn.Module):
         self.intro_ids = intro_ids
         self.base_vocab_size = base_vocab_size
         self.trained = False
-        # Merged token rows and KV caches are shared state: one forward at a time.
+        # Scoring forwards share state (PEFT's per-call hooks, the template head's cache): one at a
+        # time. Decode steps do not take this lock: each runs the plain view (its own module tree,
+        # no hooks) on its own KV cache, so a generation never holds up scoring.
         self._lock = threading.RLock()
         generation_eos = plain.generation_config.eos_token_id
         eos = generation_eos if isinstance(generation_eos, list) else [generation_eos]
@@ -617,7 +619,7 @@ class IntroLM(torch.nn.Module):
 
         def step(token: int) -> torch.Tensor:
             nonlocal position
-            with self._lock, torch.inference_mode():
+            with torch.inference_mode():  # not under self._lock: see __init__
                 out = self.plain(
                     input_ids=torch.tensor([[token]], device=self.device),
                     position_ids=torch.tensor([[position]], device=self.device),
