@@ -20,7 +20,7 @@ Schema (YAML)::
       timeout_ms: 500                 # scoring budget (queue + forward); over it -> fail_safe tier
                                       # auto: measured at load to fit budget_callers requests
       budget_callers: 16              # with timeout_ms: auto, simultaneous requests the budget fits
-      max_generations: 2              # local-tier answers generated at once, beside scoring
+      max_generations: 1              # local-tier answers generated at once, beside scoring
       max_batch_size: 8               # concurrent requests scored in one padded forward
       max_wait_ms: 2                  # how long a batch waits for more requests to join
       max_queue: 128                  # requests waiting at most; more are shed to fail_safe
@@ -157,7 +157,7 @@ class GatekeeperConfig(_Strict):
         default="startup", description="startup: the router's constructor waits for the model"
     )
     max_generations: int | None = Field(
-        default=2,
+        default=1,
         ge=1,
         description="local-tier answers generated at once (more wait for a slot); they run beside "
         "scoring, so this bounds how much CPU they take from it; None: no bound",
