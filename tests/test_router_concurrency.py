@@ -161,7 +161,8 @@ def test_background_load_sheds_budgeted_requests_until_ready(monkeypatch, tmp_pa
     assert time.perf_counter() - start < 1.0  # the constructor did not wait for the model
     d = introroute.decision(router.completion(messages=QUESTION))
     assert (d.tier, d.reason) == ("large", "loading")
-    assert d.fail_safe_reason == "gatekeeper is still loading; shedding for 0.0 s: 1 of 1 requests shed (loading 1)"
+    shedding = "shedding for 0.0 s: 1 of 1 requests shed (loading 1)"
+    assert d.fail_safe_reason == f"gatekeeper is still loading; {shedding}"
     assert router.stats()["state"] == "loading"
     release.set()
     router._gatekeeping._loader.start(wait=True)
