@@ -120,8 +120,15 @@ class IntroLM(torch.nn.Module):
         self.intro_ids = intro_ids
         self.base_vocab_size = base_vocab_size
         self.trained = False
-        # Merged token rows and KV caches are shared state: one forward at a time.
+        # Scoring forwards share state (PEFT's per-call hooks, the template head's cache): one at a
+        # time. Decode steps do not take this lock: each runs the plain view (its own module tree,
+        # no hooks) on its own KV cache, so a generation never holds up scoring. Instead a decode
+        # step waits while a scoring forward waits or runs (_forwards counts them): two Python
+        # threads running forwards side by side hand the GIL back and forth at every operator
+        # (the convoy effect), which made a scoring forward several times slower.
         self._lock = threading.RLock()
+        self._forwards = 0
+        self._forwards_done = threading.Condition()
         generation_eos = plain.generation_config.eos_token_id
         eos = generation_eos if isinstance(generation_eos, list) else [generation_eos]
         self.eos_ids = sorted({e for e in [*eos, self.tokenizer.eos_token_id] if e is not None})
@@ -550,7 +557,7 @@ class IntroLM(torch.nn.Module):
         single = len(prompts) == 1
         started = time.perf_counter()
         cache, next_logits = None, None
-        with self._lock, torch.inference_mode():
+        with self._scoring(), torch.inference_mode():
             if single:
                 output = self.forward_batch(self.collate(prompts), use_cache=True)
                 head_logits, cache, next_logits = (
@@ -579,7 +586,7 @@ class IntroLM(torch.nn.Module):
     def scores_encoded(self, prompts: Sequence[PromptIds]) -> list[dict[str, float]]:
         """Scores of already encoded prompts, as one forward without a KV cache (on top of the
         shared template head where it applies, see :meth:`shared_head`)."""
-        with self._lock, torch.inference_mode():
+        with self._scoring(), torch.inference_mode():
             head_logits = self._score_logits(prompts)
         probs = self._probabilities(head_logits)
         return [dict(zip(self.targets, row.tolist(), strict=True)) for row in probs]
@@ -600,7 +607,7 @@ class IntroLM(torch.nn.Module):
         prompts = [self.encode(m) for m in conversations]
         chunks = []
         for start in range(0, len(prompts), batch_size):
-            with self._lock, torch.inference_mode():
+            with self._scoring(), torch.inference_mode():
                 head_logits = self._score_logits(prompts[start : start + batch_size])
             chunks.append(self._probabilities(head_logits))
         return np.concatenate(chunks, axis=0)
@@ -611,13 +618,29 @@ class IntroLM(torch.nn.Module):
         """``[N]`` probabilities for one target (default: the first)."""
         return self.scores_batch(conversations, batch_size)[:, self._target_index(target)]
 
+    @contextmanager
+    def _scoring(self) -> Iterator[None]:
+        """Hold the model lock for a scoring forward; decode steps stand aside meanwhile."""
+        with self._forwards_done:
+            self._forwards += 1
+        try:
+            with self._lock:
+                yield
+        finally:
+            with self._forwards_done:
+                self._forwards -= 1
+                if not self._forwards:
+                    self._forwards_done.notify_all()
+
     # ------------------------------------------------------------------ local generation
     def _step_fn(self, prefill: Prefill) -> Any:
         position = prefill.prompt_tokens
 
         def step(token: int) -> torch.Tensor:
             nonlocal position
-            with self._lock, torch.inference_mode():
+            with self._forwards_done:  # scoring first (see __init__)
+                self._forwards_done.wait_for(lambda: not self._forwards)
+            with torch.inference_mode():  # not under self._lock: see __init__
                 out = self.plain(
                     input_ids=torch.tensor([[token]], device=self.device),
                     position_ids=torch.tensor([[position]], device=self.device),

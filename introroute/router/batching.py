@@ -248,6 +248,17 @@ class MicroBatcher(Generic[Item]):
         deadlines = [e.deadline for e in last if e.deadline is not None]
         return total, min(deadlines, default=None)
 
+    def burst_time(self, items: int, cost: float) -> float:
+        """Seconds an idle worker takes to serve ``items`` items of ``cost`` submitted at once:
+        full batches one after another, each planned one standard deviation above its mean (as
+        admission plans them)."""
+        margin = 1.0 + self.cost.spread
+        full, rest = divmod(items, self.max_batch_size)
+        total = full * self.cost.estimate(batch_units([cost] * self.max_batch_size))
+        if rest:
+            total += self.cost.estimate(batch_units([cost] * rest))
+        return margin * total
+
     def _gather_wait(self) -> float:
         """``max_wait_s`` while items arrive closer together than that, else no wait at all."""
         return self.max_wait_s if self._arrival_gap < self.max_wait_s else 0.0

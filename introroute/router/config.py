@@ -18,6 +18,9 @@ Schema (YAML)::
       device: cpu                     # cpu, cuda, cuda:N or mps
       dtype: float32                  # float32, bfloat16 or float16 (bf16 halves a GPU's memory)
       timeout_ms: 500                 # scoring budget (queue + forward); over it -> fail_safe tier
+                                      # auto: measured at load to fit budget_callers requests
+      budget_callers: 16              # with timeout_ms: auto, simultaneous requests the budget fits
+      max_generations: 1              # local-tier answers generated at once, beside scoring
       max_batch_size: 8               # concurrent requests scored in one padded forward
       max_wait_ms: 2                  # how long a batch waits for more requests to join
       max_queue: 128                  # requests waiting at most; more are shed to fail_safe
@@ -141,8 +144,13 @@ class GatekeeperConfig(_Strict):
     )
     device: Annotated[str, AfterValidator(check_device)] = "cpu"
     dtype: Annotated[str, AfterValidator(check_dtype)] = "float32"
-    timeout_ms: float | None = Field(
-        default=None, gt=0, description="scoring time budget, queueing included; None: wait for the score"
+    timeout_ms: Annotated[float, Field(gt=0)] | Literal["auto"] | None = Field(
+        default=None,
+        description="scoring time budget, queueing included; auto: measured at load, twice the time "
+        "this machine takes to score budget_callers simultaneous short requests; None: wait for the score",
+    )
+    budget_callers: int = Field(
+        default=16, ge=1, description="with timeout_ms: auto, the simultaneous requests the budget must fit"
     )
     max_batch_size: int = Field(default=8, ge=1, description="requests scored together in one forward")
     max_wait_ms: float = Field(default=2.0, ge=0, description="how long a batch waits for more requests")
@@ -154,6 +162,12 @@ class GatekeeperConfig(_Strict):
     load: Literal["startup", "background"] = Field(
         default="startup", description="startup: the router's constructor waits for the model"
     )
+    max_generations: int | None = Field(
+        default=1,
+        ge=1,
+        description="local-tier answers generated at once (more wait for a slot); they run beside "
+        "scoring, so this bounds how much CPU they take from it; None: no bound",
+    )
     calibration: dict[str, CalibrationConfig] | None = Field(
         default=None, description="per-target map applied to the scores before the policy decides"
     )
@@ -163,6 +177,8 @@ class GatekeeperConfig(_Strict):
         if self.api_key is not None and self.url is None:
             raise ValueError("api_key authenticates to a remote gatekeeper: set url too")
         if self.url is not None:
+            if self.timeout_ms == "auto":
+                raise ValueError("timeout_ms: auto measures a local gatekeeper; with url give a number")
             model_fields = {"base", "adapter", "max_context", "threads", "prefix_cache", "device", "dtype"}
             local = sorted(model_fields & self.model_fields_set)
             if local:

@@ -15,12 +15,22 @@ budget to be shed anyway; with ``overload="wait"`` it waits, up to the budget. E
 ``max_queue`` requests wait; more are shed. The model loads when the router is built (see
 :mod:`introroute.router.loading`); budgeted requests arriving while it loads are shed (reason
 ``loading``), unbudgeted ones wait for it.
+
+The budget can be derived from the machine instead of written down (``timeout_ms: auto``,
+:attr:`BatchingOptions.budget_callers`): the warm-up measures what a batch costs here, and the
+budget becomes twice the time to score ``budget_callers`` short requests arriving at once (the
+burst itself, plus as long again for a batch already in flight and the machine's noise). A fixed
+number that fits one machine sheds everything on a slower or busier one, and wastes time on a
+faster one. Shedding is reported at WARNING when it starts and stops, and at most every
+``interval_s`` while it lasts, with counts (:class:`ShedLog`); a shed request's decision says
+how long shedding has lasted and how many requests it has turned away.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import math
 import numbers
 import threading
@@ -48,6 +58,13 @@ FAIL_REASONS = frozenset({"timeout", "load_failed", "error", "invalid_scores", "
 
 _WARM_UP = [{"role": "user", "content": "What is the capital of France?"}]
 
+#: An automatic budget is this many times the measured time to score ``budget_callers`` requests.
+AUTO_BUDGET_FACTOR = 2.0
+#: ... and never below this (thread wake-ups alone take milliseconds on a busy machine).
+MIN_AUTO_BUDGET_S = 0.05
+
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class Scoring:
@@ -74,6 +91,9 @@ class BatchingOptions:
     max_queue: int = 128
     overload: Literal["shed", "wait"] = "shed"
     load: Literal["startup", "background"] = "startup"
+    #: With no ``timeout_s``: derive the budget at load for this many simultaneous requests
+    #: (``timeout_ms: auto``); ``None``: no budget.
+    budget_callers: int | None = None
 
 
 @dataclass
@@ -88,7 +108,9 @@ class Gatekeeping:
     """Loads the gatekeeper and scores messages with it, batched, within ``timeout_s`` if set.
 
     ``keep_prefill``: prefill (keep the KV cache) instead of only scoring, so the local tier can
-    continue from the scoring pass.
+    continue from the scoring pass. Without ``timeout_s`` and with ``options.budget_callers``,
+    the budget is measured at load (see the module doc); until then requests are shed
+    (``loading``). ``label`` names this gatekeeper in log messages.
     """
 
     def __init__(
@@ -98,10 +120,13 @@ class Gatekeeping:
         keep_prefill: bool,
         timeout_s: float | None = None,
         options: BatchingOptions | None = None,
+        label: str = "gatekeeper",
     ) -> None:
         self.keep_prefill = keep_prefill
-        self.timeout_s = timeout_s
         self.options = options or BatchingOptions()
+        self._auto_budget = timeout_s is None and self.options.budget_callers is not None
+        self.timeout_s = 0.0 if self._auto_budget else timeout_s
+        self.shed_log = ShedLog(label)
         # The worker thread holds this object only weakly: a router that is dropped (without
         # close()) frees its model, and its worker stops.
         this = weakref.ref(self)
@@ -141,13 +166,38 @@ class Gatekeeping:
         paid here, not by a request, and the batcher's cost model starts from measured batch
         times (the cold first one not among them) instead of none."""
         if not isinstance(gatekeeper, BatchScorer):
+            if self._auto_budget:  # one call per item: measure a call
+                for _ in range(2):
+                    start = time.perf_counter()
+                    self._run(gatekeeper, _WARM_UP)
+                    self._batcher.cost.observe(1.0, time.perf_counter() - start)
+                self._derive_budget(1.0)
             return
         prompt = gatekeeper.encode(_WARM_UP)
         self._forward(gatekeeper, [prompt])
-        for rows in sorted({1, min(4, self.options.max_batch_size)}):
+        sizes = sorted({1, min(4, self.options.max_batch_size)})
+        if self._auto_budget:  # the budget rests on these: measure full batches too, twice
+            sizes = sorted({*sizes, self.options.max_batch_size}) * 2
+        for rows in sizes:
             start = time.perf_counter()
             self._forward(gatekeeper, [prompt] * rows)
             self._batcher.cost.observe(rows * len(prompt.ids), time.perf_counter() - start)
+        if self._auto_budget:
+            self._derive_budget(float(len(prompt.ids)))
+
+    def _derive_budget(self, cost: float) -> None:
+        """``timeout_s`` from the warm-up's measurements (``timeout_ms: auto``, see the module doc)."""
+        callers = self.options.budget_callers
+        assert callers is not None
+        burst = self._batcher.burst_time(callers, cost)
+        self.timeout_s = max(MIN_AUTO_BUDGET_S, AUTO_BUDGET_FACTOR * burst)
+        logger.info(
+            "introroute %s: scoring budget %.0f ms (measured: %d simultaneous requests take %.0f ms)",
+            self.shed_log.label,
+            self.timeout_s * 1000.0,
+            callers,
+            burst * 1000.0,
+        )
 
     # -- scoring -------------------------------------------------------------------------------
 
@@ -282,6 +332,9 @@ class Gatekeeping:
             scoring = result
         with self._counts_lock:
             self._counts[scoring.reason or "scored"] += 1
+        episode = self.shed_log.record(scoring.reason)
+        if episode is not None and scoring.reason in SHED_REASONS:
+            scoring.failure = f"{scoring.failure}; {episode}"
         return scoring
 
     def stats(self) -> dict[str, Any]:
@@ -292,6 +345,8 @@ class Gatekeeping:
         batches, items = self._batcher.batches, self._batcher.items
         return {
             "state": self._loader.state,
+            "budget_ms": self.timeout_s * 1000.0 if self.timeout_s is not None else None,
+            "shedding": self.shed_log.shedding,
             "scored": counts.get("scored", 0),
             "shed": sum(counts.get(r, 0) for r in SHED_REASONS),
             "failed": sum(counts.get(r, 0) for r in FAIL_REASONS),
@@ -310,6 +365,87 @@ class Gatekeeping:
     def close(self) -> None:
         """Stop the worker thread (waiting requests are cancelled: they go to the fail-safe tier)."""
         self._batcher.close()
+
+
+class ShedLog:
+    """Reports load shedding at WARNING: when it starts, at most every ``interval_s`` while it
+    lasts, and when it stops, each time with counts.
+
+    Why not one line per shed request: shedding happens exactly when the machine has least time
+    for logging, and a flood hides the one fact an operator needs (the gatekeeper is saving
+    nothing right now). Why not DEBUG only: silently sending every request to the expensive
+    tier is the costliest failure a router has. An episode starts with a shed request and ends
+    with the first request after ``interval_s`` without any (the end is noticed then, not when
+    the last shed happened); requests that failed otherwise (timeouts) count as not scored.
+    """
+
+    def __init__(self, label: str, *, interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self.label = label
+        self.interval_s = interval_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._since: float | None = None  # start of the episode; None: not shedding
+        self._last_shed = self._last_report = 0.0
+        self._episode: Counter[str] = Counter()  # reason (or "scored") -> requests, this episode
+        self._window: Counter[str] = Counter()  # the same since the last report
+
+    def record(self, reason: str | None) -> str | None:
+        """Count one request's outcome; during an episode, a summary of it for the decision."""
+        now = self._clock()
+        shed = reason in SHED_REASONS
+        with self._lock:
+            if self._since is None:
+                if not shed:
+                    return None
+                self._since = self._last_report = now
+                self._episode.clear()
+                self._window.clear()
+                logger.warning(
+                    "introroute %s: shedding started (reason %s): requests go to the fail-safe tier "
+                    "unscored until it keeps up",
+                    self.label,
+                    reason,
+                )
+            key = reason or "scored"
+            if not shed and now - self._last_shed >= self.interval_s:
+                self._episode[key] += 1
+                logger.warning(
+                    "introroute %s: shedding stopped after %.0f s: %s",
+                    self.label,
+                    now - self._since,
+                    self._summary(self._episode),
+                )
+                self._since = None
+                return None
+            self._episode[key] += 1
+            self._window[key] += 1
+            if shed:
+                self._last_shed = now
+            if now - self._last_report >= self.interval_s:
+                logger.warning(
+                    "introroute %s: still shedding: %s in the last %.0f s (%s since it started %.0f s ago)",
+                    self.label,
+                    self._summary(self._window),
+                    now - self._last_report,
+                    self._summary(self._episode),
+                    now - self._since,
+                )
+                self._last_report = now
+                self._window.clear()
+            return f"shedding for {now - self._since:.1f} s: {self._summary(self._episode)}"
+
+    @staticmethod
+    def _summary(counts: Counter[str]) -> str:
+        total = sum(counts.values())
+        shed = {r: n for r, n in sorted(counts.items()) if r in SHED_REASONS}
+        detail = ", ".join(f"{r} {n}" for r, n in shed.items())
+        return f"{sum(shed.values())} of {total} requests shed ({detail or 'none'})"
+
+    @property
+    def shedding(self) -> bool:
+        """Whether an episode is under way."""
+        with self._lock:
+            return self._since is not None
 
 
 def validate_scores(raw: Any) -> tuple[dict[str, float], str | None]:

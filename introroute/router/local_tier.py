@@ -12,6 +12,7 @@ prefills itself.
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -71,15 +72,33 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 
 class LocalTier:
-    """The local tier of one router, answering as LiteLLM's custom-provider hooks expect."""
+    """The local tier of one router, answering as LiteLLM's custom-provider hooks expect.
 
-    def __init__(self, model: Callable[[], LocalModel], label: str) -> None:
+    ``max_generations`` bounds the answers generated at once (``None``: no bound); the others
+    wait for a slot, first come first served. Decode steps run beside scoring, not under its
+    lock (see :class:`~introroute.gatekeeper.model.IntroLM`), so the bound is what keeps local
+    answers from taking every core from the scoring forwards (and bounds the KV caches alive).
+    A slot is held from the answer's first token to its last (for a stream, until it is
+    exhausted or closed).
+    """
+
+    def __init__(
+        self, model: Callable[[], LocalModel], label: str, max_generations: int | None = None
+    ) -> None:
         self._model = model
         self.label = label
+        self._slots = threading.BoundedSemaphore(max_generations) if max_generations else None
 
-    def _generate(self, messages: list[Any], params: Mapping[str, Any], lp: Any, stream: bool) -> Any:
+    @contextmanager
+    def _slot(self) -> Iterator[None]:
+        if self._slots is None:
+            yield
+            return
+        with self._slots:
+            yield
+
+    def _generate(self, messages: list[Any], params: Mapping[str, Any], prefill: Any, stream: bool) -> Any:
         model = self._model()
-        prefill = _claim(lp)
         if prefill is None:
             prefill = model.prefill(messages)
         return model.generate_from(prefill, stream=stream, **generation_args(params))
@@ -92,7 +111,9 @@ class LocalTier:
         response: ModelResponse,
     ) -> ModelResponse:
         """Generate the whole answer into LiteLLM's pre-built ``response``."""
-        generation: Generation = self._generate(messages, optional_params, litellm_params, stream=False)
+        prefill = _claim(litellm_params)
+        with self._slot():
+            generation: Generation = self._generate(messages, optional_params, prefill, stream=False)
         response.choices[0].message.content = generation.text  # type: ignore[union-attr]
         response.choices[0].finish_reason = generation.finish_reason
         response.model = self.label
@@ -102,8 +123,16 @@ class LocalTier:
     def stream(
         self, messages: list[Any], optional_params: Mapping[str, Any], litellm_params: Any
     ) -> Iterator[GenericStreamingChunk]:
-        """Start generating now (claiming the lent prefill while it is lent) and return the chunks."""
-        return _chunks(self._generate(messages, optional_params, litellm_params, stream=True))
+        """The answer's chunks: the lent prefill is claimed now, while it is lent; the slot is
+        taken and generation starts at the first ``next()`` (on a worker thread for
+        :meth:`astream`, so the event loop never waits for a slot)."""
+        return self._chunks_in_slot(messages, optional_params, _claim(litellm_params))
+
+    def _chunks_in_slot(
+        self, messages: list[Any], optional_params: Mapping[str, Any], prefill: Any
+    ) -> Iterator[GenericStreamingChunk]:
+        with self._slot():
+            yield from _chunks(self._generate(messages, optional_params, prefill, stream=True))
 
     async def acomplete(self, *args: Any) -> ModelResponse:
         """:meth:`complete` on a worker thread (generation is CPU-bound; the loop stays free)."""

@@ -26,7 +26,7 @@ from introroute.messages import normalize_messages
 from introroute.policies import Policy, PolicyChoice, RequestContext, build_policy
 from introroute.router import api, heads, local_tier
 from introroute.router.calibration import ScoreCalibrator
-from introroute.router.config import RouterConfig, TierConfig, load_config
+from introroute.router.config import GatekeeperConfig, RouterConfig, TierConfig, load_config
 from introroute.router.decision import Decision, attach
 from introroute.router.dispatch import Attempts
 from introroute.router.gatekeeping import SHED_REASONS, BatchingOptions, Gatekeeping, Scoring
@@ -121,7 +121,11 @@ class Router:
         self._check_heads(gatekeeper)
         calibration = (config.gatekeeper.calibration if config.gatekeeper else None) or {}
         self._calibrators = {t: ScoreCalibrator.from_config(c) for t, c in calibration.items()}
-        self.local = local_tier.LocalTier(self._local_model, label=f"introroute/{self.name}/local")
+        self.local = local_tier.LocalTier(
+            self._local_model,
+            label=f"introroute/{self.name}/local",
+            max_generations=(config.gatekeeper or GatekeeperConfig()).max_generations,
+        )
         api.register(self)
 
     def _check_heads(self, gatekeeper: Scorer | None) -> None:
@@ -156,15 +160,17 @@ class Router:
                 f"router {self.name!r}: tiers: {self._local_name!r} has no litellm_params, but the "
                 "gatekeeper cannot generate (no prefill/generate_from) to serve it"
             )
-        timeout_ms = spec.timeout_ms if spec else None
+        auto = spec is not None and spec.timeout_ms == "auto"
+        timeout_s = spec.timeout_ms / 1000.0 if spec and isinstance(spec.timeout_ms, float | int) else None
         if (gatekeeper is None and spec is not None and spec.url) or _is_remote(gatekeeper):
+            if auto:
+                raise ConfigError(
+                    f"router {self.name!r}: gatekeeper.timeout_ms: auto measures an in-process "
+                    "gatekeeper; give a remote one a number"
+                )
             from introroute.server.client import RemoteGatekeeping  # httpx only: no torch
 
-            return RemoteGatekeeping(
-                factory,
-                keep_prefill=False,
-                timeout_s=timeout_ms / 1000.0 if timeout_ms else None,
-            )
+            return RemoteGatekeeping(factory, keep_prefill=False, timeout_s=timeout_s)
         options = (
             BatchingOptions(
                 max_batch_size=spec.max_batch_size,
@@ -172,6 +178,7 @@ class Router:
                 max_queue=spec.max_queue,
                 overload=spec.overload,
                 load=spec.load,
+                budget_callers=spec.budget_callers if auto else None,
             )
             if spec
             else None
@@ -179,8 +186,9 @@ class Router:
         return Gatekeeping(
             factory,
             keep_prefill=self._local_name is not None,
-            timeout_s=timeout_ms / 1000.0 if timeout_ms else None,
+            timeout_s=timeout_s,
             options=options,
+            label=self.name,
         )
 
     def _load_gatekeeper(self) -> Scorer:
@@ -189,6 +197,7 @@ class Router:
         if spec.url:
             from introroute.server.client import RemoteScorer
 
+            assert not isinstance(spec.timeout_ms, str)  # auto is refused with url
             return RemoteScorer(
                 spec.url,
                 timeout_s=spec.timeout_ms / 1000.0 if spec.timeout_ms else None,
