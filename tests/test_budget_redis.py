@@ -26,6 +26,7 @@ from introroute.errors import ConfigError, PolicyError
 from introroute.policies import RequestContext, TierInfo
 from introroute.policies.budget import BudgetPolicy
 from introroute.router import Router
+from introroute.router.config import load_config
 
 pytest.importorskip("redis")
 import redis
@@ -131,6 +132,7 @@ import json, sys
 from router_support import FakeGatekeeper
 from introroute import decision
 from introroute.router import Router
+from introroute.router.config import load_config
 
 config = json.loads(sys.argv[1])
 
@@ -332,3 +334,36 @@ def test_a_step_that_timed_out_while_redis_was_paused_never_commits(own_redis):
     assert [c.tier == "large" for c in (paused, after)] == [
         up for up, _, _ in _replay([0.1, 0.6, 0.9, 0.2, 0.3])[3:]
     ]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "${BUDGET_REDIS_URL}",  # the whole URL from the environment
+        "redis://:hunter2-pw@127.0.0.1:6390/0",
+        "redis://budget:hunter2-pw@127.0.0.1:6390/0",
+        "redis://127.0.0.1:6390/0?password=hunter2-pw&db=0",
+    ],
+    ids=["env", "userinfo", "user-and-password", "query"],
+)
+def test_the_redis_password_never_shows(url, monkeypatch):
+    from router_support import FakeGatekeeper
+
+    monkeypatch.setenv("BUDGET_REDIS_URL", "redis://:hunter2-pw@127.0.0.1:6390/0")
+    config = {
+        "name": "masked",
+        "tiers": mocked_tiers("local", "large"),
+        "policy": {"type": "budget", "params": {"store": {"backend": "redis", "url": url}}},
+    }
+    loaded = load_config(config, check_heads=False)
+    router = Router.from_dict(config, gatekeeper=FakeGatekeeper({"self": 0.5, "gpt-4": 0.5}))
+    policy = BudgetPolicy(store={"backend": "redis", "url": os.path.expandvars(url)})
+    shown = [repr(loaded), str(loaded.model_dump()), loaded.model_dump_json(), repr(loaded.policy)]
+    shown += [repr(router), repr(router.config), repr(policy), str(policy.get_params())]
+    for text in shown:
+        assert "hunter2-pw" not in text, text
+    assert "127.0.0.1" in repr(policy)  # the store stays recognisable
+    assert "hunter2-pw" in loaded.secrets()  # ... and the log filter knows the password
+    assert loaded.policy.params["store"]["url"] == url.replace(
+        "${BUDGET_REDIS_URL}", os.environ["BUDGET_REDIS_URL"]
+    )

@@ -28,17 +28,20 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from introroute.errors import PolicyError
 
 logger = logging.getLogger(__name__)
+# Query parameters of a store URL that carry a credential (redis-py reads ``password`` there).
+_SECRET_QUERY_KEY = re.compile(r"(?i)pass|secret|token|auth|key")
 
 
 @dataclass(frozen=True)
@@ -190,14 +193,18 @@ return {'ok', now, string.format('%.17g', tau), capped and 1 or 0, went_up and 1
 
 
 def _masked(url: str) -> str:
-    """``url`` without its password (decisions and logs record the store, never its credentials)."""
+    """``url`` without its password, in the userinfo or the query (``?password=``): decisions, reprs and
+    logs record the store, never its credentials."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    if parts.password is not None:
+        user = parts.username or ""
+        host = parts.hostname or ""
+        parts = parts._replace(netloc=f"{user}:***@{host}" + (f":{parts.port}" if parts.port else ""))
+    query = [
+        (k, "***" if _SECRET_QUERY_KEY.search(k) else v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
 
 
 class RedisWindow:

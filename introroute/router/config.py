@@ -60,7 +60,7 @@ import inspect
 import os
 import re
 import types
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -76,6 +76,7 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    field_serializer,
     model_validator,
 )
 
@@ -84,7 +85,7 @@ from introroute.errors import ConfigError, PolicyError
 from introroute.policies import TierInfo, build_policy
 from introroute.router import heads
 from introroute.router.calibration import CalibrationConfig
-from introroute.router.secrets import Redactor, SecretUrl, url_secrets
+from introroute.router.secrets import MASK, Redactor, SecretUrl, url_secrets
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = r"^[A-Za-z0-9_.-]+$"
@@ -340,10 +341,55 @@ def _catalog_price(tier: TierConfig) -> Price | None:
 
 
 class PolicyConfig(_Strict):
-    """``type``: a registered policy name or ``module:Class``; ``params``: its constructor arguments."""
+    """``type``: a registered policy name or ``module:Class``; ``params``: its constructor arguments.
 
-    type: str = "threshold"
-    params: dict[str, Any] = Field(default_factory=dict)
+    Why ``params`` is masked in reprs and dumps but kept plain: policies take plain values (a
+    budget store's ``redis://:password@host`` URL), so the secrets in them are found by shape
+    (credentials in URLs, ``*_key``/``*_token``/``password`` keys) and by origin (``${ENV}``).
+    """
+
+    type: str = Field(default="threshold", description="a registered policy name or module:Class")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="the policy's constructor arguments (masked in reprs and dumps)"
+    )
+
+    _secrets: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @field_serializer("params")
+    def _masked_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        return _mask_secrets(params, Redactor(self._secrets))
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        yield "type", self.type
+        yield "params", self._masked_params(self.params)
+
+    def secret_values(self) -> set[str]:
+        """The credentials in URLs among the params (for the redactor), ``${ENV}`` ones aside."""
+        found: set[str] = set()
+
+        def visit(value: Any) -> None:
+            if isinstance(value, str) and "://" in value:
+                found.update(url_secrets(value))
+            elif isinstance(value, Mapping):
+                for item in value.values():
+                    visit(item)
+            elif isinstance(value, list | tuple):
+                for item in value:
+                    visit(item)
+
+        visit(self.params)
+        return found
+
+
+def _mask_secrets(value: Any, redactor: Redactor, key: str = "") -> Any:
+    """``value`` with secret-named keys' values, known secrets and credential-shaped text masked."""
+    if isinstance(value, str):
+        return MASK if _SECRET_PARAM.search(key) and key not in _NOT_SECRET else redactor.redact_text(value)
+    if isinstance(value, Mapping):
+        return {k: _mask_secrets(v, redactor, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask_secrets(v, redactor) for v in value]
+    return value
 
 
 class Backoff(_Strict):
@@ -458,7 +504,7 @@ class RouterConfig(_Strict):
     def secrets(self) -> frozenset[str]:
         """Every value that must never be emitted: ``${ENV}`` substitutions and tier credentials."""
         keys = {v for t in self.tiers if t.litellm_params for v in t.litellm_params.secret_values()}
-        return self._secrets | keys
+        return self._secrets | keys | self.policy.secret_values()
 
 
 def load_config(
@@ -485,7 +531,7 @@ def load_config(
     except ValidationError as exc:
         problems = "\n".join(_describe(origin, err) for err in exc.errors())
         raise ConfigError(redactor.redact(problems)) from None
-    config._secrets = frozenset(secrets)
+    config._secrets = config.policy._secrets = frozenset(secrets)
     try:
         build_policy(config.policy.type, dict(config.policy.params))
     except PolicyError as exc:

@@ -32,7 +32,7 @@ _SECRET_QUERY_KEYS = (
 _PATTERNS = (
     (re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=-]{4,}"), rf"\1\2{MASK}"),
     (re.compile(rf"(?i)([?&](?:{_SECRET_QUERY_KEYS})=)[^&#\s'\"]+"), rf"\1{MASK}"),
-    (re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^@\s/]+@"), rf"\1{MASK}@"),
+    (re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@"), rf"\1{MASK}@"),  # user may be empty
 )
 
 
