@@ -65,6 +65,41 @@ def _tool_calls_text(calls: Any, i: int) -> str:
         ) from exc
 
 
+def messages_problem(messages: Any) -> str | None:
+    """Why ``messages`` is not a chat-completions ``messages`` list, or ``None`` if it is.
+
+    Only what every provider rejects anyway (not a list, empty, a non-object, an unknown role,
+    ``content`` that is neither text, a list of parts nor null): the router and the proxy guard
+    refuse these before any upstream call, and must never refuse a request a model would answer
+    (a conversation without user text, an image-only request).
+    """
+    if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
+        return f"messages must be a list of message objects, got {type(messages).__name__}"
+    if not messages:
+        return "messages must contain at least one message, got []"
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            return f"messages[{i}] must be an object with 'role' and 'content', got {type(message).__name__}"
+        role = message.get("role")
+        if not isinstance(role, str) or role not in ROLES:
+            return f"messages[{i}].role is {role!r}; expected one of {sorted(ROLES)}"
+        content = message.get("content")
+        is_parts = isinstance(content, Sequence) and not isinstance(content, str | bytes)
+        if not (content is None or isinstance(content, str) or is_parts):
+            return f"messages[{i}].content must be a string or a list of parts, got {type(content).__name__}"
+        for j, part in enumerate(content if is_parts else ()):
+            if not isinstance(part, str | Mapping):
+                return f"messages[{i}].content[{j}] must be a content-part object, got {type(part).__name__}"
+    return None
+
+
+def check_messages(messages: Any) -> None:
+    """Raise :class:`MessagesError` with :func:`messages_problem`'s cause, if any."""
+    problem = messages_problem(messages)
+    if problem is not None:
+        raise MessagesError(problem)
+
+
 def normalize_messages(messages: Any) -> NormalizedMessages:
     """Check ``messages`` and return text-only messages for a chat template.
 
