@@ -57,6 +57,7 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import logging
 import os
 import re
 import types
@@ -90,6 +91,7 @@ from introroute.router.secrets import MASK, Redactor, SecretUrl, url_secrets
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = r"^[A-Za-z0-9_.-]+$"
 # LiteLLM parameters whose string values are credentials (client_secret, azure_ad_token...).
+logger = logging.getLogger(__name__)
 _SECRET_PARAM = re.compile(
     r"(?i)(api_key|secret|password|credential|access_key|signing_key|ingestion_key|(^|_)token$)"
 )
@@ -221,6 +223,10 @@ class LiteLLMParams(BaseModel):
         problem = _unresolvable(self.model, extra.get("custom_llm_provider"))
         if problem:
             raise ValueError(problem)
+        if self.api_base is None and "mock_response" not in extra:  # an own endpoint serves own names
+            unknown = _unknown_to_provider(self.model, extra.get("custom_llm_provider"))
+            if unknown:
+                logger.warning("%s", unknown)
         return self
 
     def call_kwargs(self) -> dict[str, Any]:
@@ -278,6 +284,31 @@ def _provider_problem(model: str, custom_provider: str | None) -> str | None:
     finally:
         litellm.suppress_debug_info = quiet
     return None
+
+
+@functools.lru_cache(maxsize=256)
+def _unknown_to_provider(model: str, custom_provider: Any) -> str | None:
+    """Why ``model`` looks like a typo: its provider resolves, LiteLLM's model map lists that
+    provider's models, and the name is not among them (``openai/gtp-4o``); ``None`` otherwise.
+
+    A warning, not an error: LiteLLM's map trails the providers' releases, so an unlisted name
+    may be a model newer than the installed LiteLLM.
+    """
+    try:
+        name, provider, _, _ = litellm.get_llm_provider(
+            model=model, custom_llm_provider=custom_provider if isinstance(custom_provider, str) else None
+        )
+    except Exception:  # unresolvable models are _unresolvable's error
+        return None
+    known = set(litellm.models_by_provider.get(provider) or ())
+    if not known or name in known or model in litellm.model_cost or f"{provider}/{name}" in known:
+        return None
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+    hint = f"; did you mean '{provider}/{close[0]}'?" if close else ""
+    return (
+        f"model {model!r}: {name!r} is not one of LiteLLM's {provider} models{hint} "
+        "(calls to it fail if the provider does not serve that name)"
+    )
 
 
 def _did_you_mean(model: str) -> str:
