@@ -323,6 +323,7 @@ class RedisWindow:
 
     def _unavailable(self, exc: BaseException) -> None:
         self._down_until = time.monotonic() + self.retry_s
+        self._offset_us = None  # the Redis that answers next may be another machine: learn its clock anew
         if self._up:  # one warning per outage, however often it is retried
             self._up = False
             logger.warning(
