@@ -255,9 +255,8 @@ class RedisWindow:
         prefix = f"introroute:budget:{{{key}}}"  # one hash slot: the script touches all four keys
         self._keys = [f"{prefix}:scores", f"{prefix}:went_up", f"{prefix}:seq", f"{prefix}:ups"]
         self._own = MemoryWindow(spec)  # this process's recent decisions, whichever store took them
-        self._pending: deque[tuple[float, bool]] = deque(
-            maxlen=spec.window
-        )  # taken locally, not in Redis yet
+        # decided locally while Redis was unavailable, not yet in Redis (only the last window count)
+        self._pending: deque[tuple[float, bool]] = deque(maxlen=spec.window)
         self._offset_us: float | None = None  # a lower bound of (Redis clock - time.monotonic()), in µs
         self._seen = False  # the shared window existed at our last step: a missing one was lost
         self._down_until = 0.0
@@ -293,9 +292,10 @@ class RedisWindow:
             args += [x for q, up in carry for x in (repr(q), int(up))]
             status, now, *rest = self._script(keys=self._keys, args=args)
             self._learn_offset(float(now))
-            if status == b"expired":
+            status = status.decode() if isinstance(status, bytes) else status  # decode_responses in the URL
+            if status == "expired":
                 return None
-            if status != b"lost":
+            if status != "lost":
                 break
             carry, expect = self._own.entries(), False
             logger.warning(
