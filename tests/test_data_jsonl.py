@@ -119,6 +119,8 @@ def test_appending_keeps_a_whole_last_record_that_lacks_its_newline(tmp_path: Pa
     with pytest.raises(DataError, match="not a routing-log record; refusing"):
         RecordAppender(path)
     assert path.read_text() == "some notes, not a log"
+    with pytest.raises(DataError, match="cannot append to it"):
+        RecordAppender(path / "labels.jsonl")  # a parent that is a file: typed, not NotADirectoryError
 
 
 def test_finished_ids_by_target(tmp_path: Path) -> None:

@@ -133,10 +133,13 @@ class RecordAppender:
         self.path = Path(path)
         if self.path.suffix == ".gz":
             raise DataError(f"{self.path}: cannot append to a gzip file; label into a plain .jsonl")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            _finish_or_cut_tail(self.path)
-        self._fh = open(self.path, "ab")  # noqa: SIM115 - closed by close()/__exit__
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists():
+                _finish_or_cut_tail(self.path)
+            self._fh = open(self.path, "ab")  # noqa: SIM115 - closed by close()/__exit__
+        except OSError as exc:  # a parent that is a file, a directory in the way, no permission
+            raise DataError(f"{self.path}: cannot append to it: {exc.strerror or exc}") from None
 
     def append(self, record: RoutingRecord) -> None:
         """Write the record as one line with a single write, then flush and fsync it."""
