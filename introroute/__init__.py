@@ -27,6 +27,7 @@ from introroute.errors import (
     GatekeeperError,
     IntrorouteError,
     MessagesError,
+    OutputError,
     PolicyError,
     RoutingError,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "IntroLM",
     "IntrorouteError",
     "MessagesError",
+    "OutputError",
     "Policy",
     "PolicyChoice",
     "PolicyError",

@@ -70,3 +70,7 @@ class ProviderError(IntrorouteError):
         self.tier = tier
         self.error_type = error_type
         self.status_code = status_code
+
+
+class OutputError(IntrorouteError):
+    """An offline command's output path exists (without ``--overwrite``) or cannot be written."""

@@ -76,6 +76,41 @@ def _check_encodable(text: str, i: int) -> None:
         ) from None
 
 
+def messages_problem(messages: Any) -> str | None:
+    """Why ``messages`` is not a chat-completions ``messages`` list, or ``None`` if it is.
+
+    Only what every provider rejects anyway (not a list, empty, a non-object, an unknown role,
+    ``content`` that is neither text, a list of parts nor null): the router and the proxy guard
+    refuse these before any upstream call, and must never refuse a request a model would answer
+    (a conversation without user text, an image-only request).
+    """
+    if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
+        return f"messages must be a list of message objects, got {type(messages).__name__}"
+    if not messages:
+        return "messages must contain at least one message, got []"
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            return f"messages[{i}] must be an object with 'role' and 'content', got {type(message).__name__}"
+        role = message.get("role")
+        if not isinstance(role, str) or role not in ROLES:
+            return f"messages[{i}].role is {role!r}; expected one of {sorted(ROLES)}"
+        content = message.get("content")
+        is_parts = isinstance(content, Sequence) and not isinstance(content, str | bytes)
+        if not (content is None or isinstance(content, str) or is_parts):
+            return f"messages[{i}].content must be a string or a list of parts, got {type(content).__name__}"
+        for j, part in enumerate(content if is_parts else ()):
+            if not isinstance(part, str | Mapping):
+                return f"messages[{i}].content[{j}] must be a content-part object, got {type(part).__name__}"
+    return None
+
+
+def check_messages(messages: Any) -> None:
+    """Raise :class:`MessagesError` with :func:`messages_problem`'s cause, if any."""
+    problem = messages_problem(messages)
+    if problem is not None:
+        raise MessagesError(problem)
+
+
 def normalize_messages(messages: Any) -> NormalizedMessages:
     """Check ``messages`` and return text-only messages for a chat template.
 
@@ -83,29 +118,18 @@ def normalize_messages(messages: Any) -> NormalizedMessages:
     not a mapping, a role is unknown, content has the wrong type or is not valid Unicode text
     (lone surrogates), or no user message has text.
     """
-    if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
-        raise MessagesError(f"messages must be a list of message objects, got {type(messages).__name__}")
-    if len(messages) == 0:
-        raise MessagesError("messages is empty: nothing to score")
+    check_messages(messages)
     out: list[dict[str, str]] = []
     ignored: list[str] = []
     for i, msg in enumerate(messages):
-        if not isinstance(msg, Mapping):
-            raise MessagesError(f"messages[{i}] must be an object with 'role' and 'content'")
-        role = msg.get("role")
-        if not isinstance(role, str) or role not in ROLES:
-            raise MessagesError(f"messages[{i}].role is {role!r}; expected one of {sorted(ROLES)}")
+        role = msg["role"]
         content = msg.get("content")
         if content is None:
             text = ""
         elif isinstance(content, str):
             text = content
-        elif isinstance(content, Sequence) and not isinstance(content, bytes):
+        else:  # a list of parts: check_messages refused anything else
             text = _text_of_parts(content, i, ignored)
-        else:
-            raise MessagesError(
-                f"messages[{i}].content must be a string or a list of parts, got {type(content).__name__}"
-            )
         if msg.get("tool_calls"):
             calls = _tool_calls_text(msg["tool_calls"], i)
             text = f"{text}\n{calls}" if text else calls

@@ -34,7 +34,7 @@ PY
 # introlm_train OUT [train options...]: the recipe on the mix, three heads (self, Mixtral, GPT-4).
 introlm_train() {
   local out=$1; shift
-  "$BIN/introroute" train --log "$MIX" --targets self "$M" "$G" --out "$out" "${RECIPE[@]}" "$@"
+  "$BIN/introroute" train --overwrite --log "$MIX" --targets self "$M" "$G" --out "$out" "${RECIPE[@]}" "$@"
 }
 
 # eq_eval_lane NAME ADAPTER: an adapter's predictions on held-out entities + unseen relations, once
@@ -42,6 +42,6 @@ introlm_train() {
 eq_eval_lane() {
   local name=$1 adapter=$2
   [[ -s "$RUNS/ev_$name/predictions.jsonl" ]] && return 0
-  { time "$BIN/introroute" eval --targets self --threads 1 --batch-size 16 --log "$EQ" --splits test test_unseen \
+  { time "$BIN/introroute" eval --overwrite --targets self --threads 1 --batch-size 16 --log "$EQ" --splits test test_unseen \
     --bootstrap 10 --out "$RUNS/ev_$name" --scorer "$name=$adapter"; } >"$RUNS/ev_$name.log" 2>&1
 }

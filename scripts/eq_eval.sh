@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/eq_common.sh
-ev() { "$BIN/introroute" eval --targets self --threads 1 --batch-size 16 "$@"; }
+ev() { "$BIN/introroute" eval --overwrite --targets self --threads 1 --batch-size 16 "$@"; }
 eq_eval_lane introlm "$RUNS/introlm" &
 eq_eval_lane nolora "$RUNS/introlm_nolora" &
 wait

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 source scripts/eq_common.sh
 for k in 1 2 3; do
   [[ -s "$RUNS/intro_k$k/training_history.json" ]] && continue
-  { time "$BIN/introroute" train --log "$EQ" --targets self --out "$RUNS/intro_k$k" "${RECIPE[@]}" --epochs 2 \
+  { time "$BIN/introroute" train --overwrite --log "$EQ" --targets self --out "$RUNS/intro_k$k" "${RECIPE[@]}" --epochs 2 \
     --limit-train 3000 --lora-r 32 --lora-alpha 64 --num-intro-tokens "$k" --threads 1; } \
     >"$RUNS/intro_k$k.log" 2>&1
 done

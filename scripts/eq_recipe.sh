@@ -33,7 +33,7 @@ print(json.dumps(summary, indent=2))
 PY
 [[ "${SKIP_TEST:-0}" == 1 ]] && exit 0  # this session's run: the test evaluation below was not run (CPU time)
 eq_eval_lane qv_r8 "$RUNS/qv_r8"
-"$BIN/introroute" eval --targets self --log "$EQ" --splits test test_unseen --out results/eq_recipe \
+"$BIN/introroute" eval --overwrite --targets self --log "$EQ" --splits test test_unseen --out results/eq_recipe \
   --scorer introlm=results/eq/predictions.jsonl --scorer qv_r8="$RUNS/ev_qv_r8/predictions.jsonl" \
   --scorer minilm_ft=results/eq/predictions.jsonl --scorer probe=results/eq/predictions.jsonl
 cp "$RUNS/qv_r8/training_history.json" results/eq_recipe/training_history_qv_r8.json

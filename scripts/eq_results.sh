@@ -25,7 +25,7 @@ baselines() {
   done
   # The no-LoRA ablation ([INTRO] row + head). The evaluated checkpoint is this run's epoch 1: the
   # run was stopped there for CPU time (README "Results: factual QA").
-  "$BIN/introroute" train --log "$EQ" --targets self --out "$RUNS/introlm_nolora" --lora-r 0 --epochs 3 \
+  "$BIN/introroute" train --overwrite --log "$EQ" --targets self --out "$RUNS/introlm_nolora" --lora-r 0 --epochs 3 \
     --batch-size 16 --prompt-cache memory --threads 1
 }
 step() { local name=$1; shift; { time "$@"; } >"$RUNS/$name.log" 2>&1; }

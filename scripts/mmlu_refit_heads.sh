@@ -22,26 +22,26 @@ if [[ ! -s "$SHIPPED/introroute_head.safetensors" ]]; then
   git show 35924bc:"$PACKAGED/introroute_head.safetensors" >"$SHIPPED/introroute_head.safetensors"
 fi
 if [[ ! -s "$RUNS/refit/training_history.json" ]]; then
-  { time "$BIN/introroute" train --log routellm_mmlu --limit-val 300 --targets "$M" "$G" --out "$RUNS/refit" \
+  { time "$BIN/introroute" train --overwrite --log routellm_mmlu --limit-val 300 --targets "$M" "$G" --out "$RUNS/refit" \
     --from-adapter "$SHIPPED" --heads-only --epochs 4 --batch-size 16 --lr 1e-3 --schedule cosine --warmup 0.05 \
     --max-grad-norm 1.0 --label-smoothing 0.02 --prompt-cache disk --cache-dir "$RUNS/caches" \
     --threads 2; } >"$RUNS/refit.log" 2>&1
 fi
 lane() {  # lane NAME ADAPTER: its remote heads' predictions on the 1,500 test records, once
   [[ -s "$RUNS/ev_$1/predictions.jsonl" ]] && return 0
-  { time "$BIN/introroute" eval "${LOGS[@]}" --splits test test_unseen --limit 1500 --targets "$M" "$G" \
+  { time "$BIN/introroute" eval --overwrite "${LOGS[@]}" --splits test test_unseen --limit 1500 --targets "$M" "$G" \
     --threads "${LANE_THREADS:-1}" --out "$RUNS/ev_$1" --scorer "$1=$2"; } >"$RUNS/ev_$1.log" 2>&1
 }
 lane introlm_refit "$RUNS/refit" &
 lane introlm_shipped "$SHIPPED" &
 wait
 P=results/mmlu_all/predictions.jsonl
-"$BIN/introroute" eval "${LOGS[@]}" --splits test test_unseen --limit 1500 --targets "$M" "$G" --out "$OUT" \
+"$BIN/introroute" eval --overwrite "${LOGS[@]}" --splits test test_unseen --limit 1500 --targets "$M" "$G" --out "$OUT" \
   --scorer introlm_refit="$RUNS/ev_introlm_refit/predictions.jsonl" \
   --scorer introlm_shipped="$RUNS/ev_introlm_shipped/predictions.jsonl" --scorer introlm_all="$P" \
   --scorer minilm_ft="$P" --scorer probe="$P" --scorer prior="$P" --scorer random
 cp "$RUNS/refit/training_history.json" "$OUT/training_history.json"
-"$BIN/introroute" eval --routing --predictions "$OUT/predictions.jsonl" "${LOGS[@]}" \
+"$BIN/introroute" eval --overwrite --routing --predictions "$OUT/predictions.jsonl" "${LOGS[@]}" \
   --router policies/routellm_mmlu_2tier.yaml --out "$OUT/routing"
 "$BIN/python" scripts/paired_auc.py "$OUT/predictions.jsonl:introlm_refit" "$OUT/predictions.jsonl:introlm_shipped" \
   --out "$OUT/paired_refit_vs_shipped.json"

@@ -11,20 +11,20 @@ source scripts/eq_common.sh
 LOGS=(--log routellm_mmlu self_smollm2_mmlu)
 OUT=results/mmlu_all
 if [[ ! -s "$RUNS/mmlu_all/training_history.json" ]]; then
-  { time "$BIN/introroute" train --log routellm_mmlu --limit-val 300 --targets "$M" "$G" --out "$RUNS/mmlu_all" \
+  { time "$BIN/introroute" train --overwrite --log routellm_mmlu --limit-val 300 --targets "$M" "$G" --out "$RUNS/mmlu_all" \
     "${RECIPE[@]}" --lora-r 32 --lora-alpha 64 --prompt-cache disk --cache-dir "$RUNS/caches" \
     --threads 1; } >"$RUNS/mmlu_all.log" 2>&1
 fi
 if [[ ! -s "$RUNS/ev_mmlu_all/predictions.jsonl" ]]; then
-  { time "$BIN/introroute" eval "${LOGS[@]}" --splits test test_unseen --limit 1500 --targets "$M" "$G" --threads 1 \
+  { time "$BIN/introroute" eval --overwrite "${LOGS[@]}" --splits test test_unseen --limit 1500 --targets "$M" "$G" --threads 1 \
     --out "$RUNS/ev_mmlu_all" --scorer introlm_all="$RUNS/mmlu_all"; } >"$RUNS/ev_mmlu_all.log" 2>&1
 fi
 P=results/mmlu/predictions.jsonl
-"$BIN/introroute" eval "${LOGS[@]}" --splits test test_unseen --limit 1500 --targets "$M" "$G" --out "$OUT" \
+"$BIN/introroute" eval --overwrite "${LOGS[@]}" --splits test test_unseen --limit 1500 --targets "$M" "$G" --out "$OUT" \
   --scorer introlm_all="$RUNS/ev_mmlu_all/predictions.jsonl" --scorer introlm="$P" --scorer minilm_ft="$P" \
   --scorer probe="$P" --scorer prior="$P" --scorer random
 cp "$RUNS/mmlu_all/training_history.json" "$OUT/training_history.json"
-"$BIN/introroute" eval --routing --predictions "$OUT/predictions.jsonl" "${LOGS[@]}" \
+"$BIN/introroute" eval --overwrite --routing --predictions "$OUT/predictions.jsonl" "${LOGS[@]}" \
   --router policies/routellm_mmlu_2tier.yaml --out "$OUT/routing"
 "$BIN/python" scripts/paired_auc.py "$OUT/predictions.jsonl:introlm_all" "$OUT/predictions.jsonl:introlm" \
   --out "$OUT/paired_all_vs_1500.json"

@@ -29,11 +29,11 @@ labels_test() { label --splits test test_unseen --limit "$EVAL_LIMIT"; }
 
 LOGS=(--log routellm_mmlu --log "$LABELS")
 COMMON=("${LOGS[@]}" --limit-train "$LIMIT_TRAIN" --limit-val "$LIMIT_VAL" --threads 1)
-introlm() { "$BIN/introroute" train "${COMMON[@]}" --targets self "$M" "$G" --out "$RUNS/introlm" --epochs 5 --lr 5e-4; }
+introlm() { "$BIN/introroute" train --overwrite "${COMMON[@]}" --targets self "$M" "$G" --out "$RUNS/introlm" --epochs 5 --lr 5e-4; }
 # Ablation (issue 3, baseline 4): [INTRO] embedding + head only, no LoRA; remote targets only, as it
 # ran before the self labels existed.
 nolora() {
-  "$BIN/introroute" train --log routellm_mmlu --limit-train "$LIMIT_TRAIN" --limit-val "$LIMIT_VAL" --threads 1 \
+  "$BIN/introroute" train --overwrite --log routellm_mmlu --limit-train "$LIMIT_TRAIN" --limit-val "$LIMIT_VAL" --threads 1 \
     --targets "$M" "$G" --out "$RUNS/introlm_nolora" --epochs 5 --lr 5e-4 --lora-r 0
 }
 baselines() {
@@ -63,7 +63,7 @@ introlm_pid=$!
 wait "$labels_pid"
 wait "$introlm_pid"
 
-EVAL=("$BIN/introroute" eval "${LOGS[@]}" --splits test test_unseen --limit "$EVAL_LIMIT" --threads 2)
+EVAL=("$BIN/introroute" eval --overwrite "${LOGS[@]}" --splits test test_unseen --limit "$EVAL_LIMIT" --threads 2)
 "${EVAL[@]}" --targets self "$M" "$G" --out results/mmlu \
   --scorer introlm="$RUNS/introlm" --scorer minilm_ft="$RUNS/minilm_ft" --scorer minilm_lr="$RUNS/minilm_lr" \
   --scorer probe="$RUNS/probe" --scorer prior="$RUNS/prior" --scorer random

@@ -13,7 +13,7 @@ mkdir -p "$RUNS"
 for kind in prior minilm_lr minilm_ft; do
   "$BIN/introroute" baseline fit --kind "$kind" --log routerbench --targets "${T[@]}" --threads 1 --out "$RUNS/$kind"
 done
-"$BIN/introroute" eval --log routerbench --splits test --threads 1 --targets "${T[@]}" --out results/routerbench \
+"$BIN/introroute" eval --overwrite --log routerbench --splits test --threads 1 --targets "${T[@]}" --out results/routerbench \
   --scorer minilm_ft="$RUNS/minilm_ft" --scorer minilm_lr="$RUNS/minilm_lr" --scorer prior="$RUNS/prior" --scorer random
-"$BIN/introroute" eval --routing --predictions results/routerbench/predictions.jsonl --log routerbench \
+"$BIN/introroute" eval --overwrite --routing --predictions results/routerbench/predictions.jsonl --log routerbench \
   --router policies/routerbench_3tier.yaml --out results/routing/routerbench_3tier

@@ -13,8 +13,10 @@ import logging
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -24,6 +26,7 @@ from introroute.errors import ConfigError, PolicyError
 from introroute.policies import RequestContext, TierInfo
 from introroute.policies.budget import BudgetPolicy
 from introroute.router import Router
+from introroute.router.config import load_config
 
 pytest.importorskip("redis")
 import redis
@@ -33,15 +36,13 @@ CONTEXT = RequestContext(tiers=TIERS)
 PARAMS = {"target_share": 0.2, "window": 40, "tau": 0.5, "warmup": 10}
 
 
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
+def _start_redis(port: int, workdir) -> subprocess.Popen:
+    """A redis-server on 127.0.0.1:``port`` without persistence, answering PING."""
     binary = shutil.which("redis-server")
     if binary is None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("redis-server is not installed (CI must install it: .ci/run does)")
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     args += ["--dir", str(workdir)]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -50,14 +51,36 @@ def redis_url(tmp_path_factory):
     while True:
         try:
             client.ping()
-            break
+            return process
         except redis.ConnectionError:
             if time.monotonic() > deadline or process.poll() is not None:
                 stop(process)
                 pytest.fail(f"redis-server did not answer on port {port} within 20 s")
             time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    port = free_port()
+    process = _start_redis(port, tmp_path_factory.mktemp("redis"))
     yield f"redis://127.0.0.1:{port}/0"
     stop(process)
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A redis-server of this test alone, which the test may kill, pause or restart (same port)."""
+    port = free_port()
+    servers = [_start_redis(port, tmp_path)]
+
+    def restart() -> None:
+        servers.append(_start_redis(port, tmp_path))
+
+    yield f"redis://127.0.0.1:{port}/0", servers, restart
+    for process in servers:
+        if process.poll() is None:
+            process.send_signal(signal.SIGCONT)
+        stop(process)
 
 
 def _store(url: str, key: str, **extra) -> dict:
@@ -109,6 +132,7 @@ import json, sys
 from router_support import FakeGatekeeper
 from introroute import decision
 from introroute.router import Router
+from introroute.router.config import load_config
 
 config = json.loads(sys.argv[1])
 
@@ -207,3 +231,139 @@ def test_store_options_are_validated():
     }
     with pytest.raises(ConfigError, match=r"policy: store\.url"):
         Router.from_dict(config)
+
+
+# Past warmup the quantile keeps tau near the share; with warmup never reached tau stays 0.5 and
+# about half the decisions want to go up, so the cap binds all the time and any overspend shows.
+CAP_BINDS = {"target_share": 0.2, "window": 20, "tau": 0.5, "warmup": 10_000}
+
+
+def _kill(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+
+
+@pytest.mark.parametrize("params", [PARAMS, CAP_BINDS], ids=["adapting", "cap-binds"])
+def test_store_switches_and_a_lost_window_change_nothing_for_one_process(own_redis, params, caplog):
+    """Redis -> local fallback -> Redis again (restarted empty) -> flushed: for one process every
+    decision is the one a single in-memory window takes, so the cap holds across every switch and
+    the restored window goes on from the learnt tau, not from the initial one."""
+    url, servers, restart = own_redis
+    rng = random.Random(3)
+    ps = [rng.random() for _ in range(200)]
+    policy = BudgetPolicy(**params, store=_store(url, "switches", timeout_ms=200, retry_s=0))
+    memory = BudgetPolicy(**params)
+    expected = _replay(ps, memory)
+    stores = []
+    with caplog.at_level(logging.WARNING, logger="introroute.policies.budget_store"):
+        for i, p in enumerate(ps):
+            if i == 50:
+                _kill(servers[-1])  # decisions 50-99: the local fallback
+            elif i == 100:
+                restart()  # decisions 100-149: Redis again, empty (no persistence)
+            elif i == 150:
+                redis.Redis.from_url(url).flushall()  # decisions 150-199: emptied under the router
+            choice = policy.decide({"self": p, "gpt-4": 0.9}, CONTEXT)
+            stores.append(choice.detail["store"])
+            assert (choice.tier == "large", choice.detail["tau"], choice.detail["share"]) == expected[i], i
+    assert stores[:50] == ["redis"] * 50 and stores[100:] == ["redis"] * 100
+    assert set(stores[50:100]) == {"memory (redis unavailable)"}
+    went_up = [up for up, _, _ in expected]
+    assert _every_window_within_the_cap(went_up, params["window"], int(0.2 * params["window"]))
+    assert sum("vanished" in r.getMessage() for r in caplog.records) == 2  # the restart, the flush
+    assert policy.current_tau() == memory.current_tau()
+
+
+def test_four_threads_keep_the_cap_through_a_sigkilled_redis(own_redis):
+    url, servers, restart = own_redis
+    policy = BudgetPolicy(**CAP_BINDS, store=_store(url, "threads", timeout_ms=200, retry_s=0))
+    window = policy._window
+    taken: list[bool] = []  # every decision of the process, in the order its lock let them through
+    for name in ("record", "step"):
+        original = getattr(window._own, name)
+
+        def spy(*args, _original=original, **kwargs):
+            step = _original(*args, **kwargs)
+            taken.append(args[1] if len(args) > 1 and isinstance(args[1], bool) else step.went_up)
+            return step
+
+        setattr(window._own, name, spy)
+    rng = random.Random(5)
+    ps = [[rng.random() for _ in range(100)] for _ in range(4)]
+    killed, restarted = threading.Event(), threading.Event()
+
+    def run(mine: list[float]) -> None:
+        for i, p in enumerate(mine):
+            if i == 30 and not killed.is_set():
+                killed.set()
+                _kill(servers[-1])
+            if i == 60 and not restarted.is_set():
+                restarted.set()
+                restart()
+            policy.decide({"self": p, "gpt-4": 0.9}, CONTEXT)
+
+    threads = [threading.Thread(target=run, args=(mine,)) for mine in ps]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert len(taken) == 400
+    assert _every_window_within_the_cap(taken, CAP_BINDS["window"], 4)
+    assert sum(taken) >= 60  # the cap binds: at most 80 could go up, about 200 wanted to
+
+
+def test_a_step_that_timed_out_while_redis_was_paused_never_commits(own_redis):
+    url, servers, _ = own_redis
+    probe = redis.Redis.from_url(url, socket_timeout=5)
+    policy = BudgetPolicy(**PARAMS, store=_store(url, "paused", timeout_ms=100, retry_s=0))
+    for p in (0.1, 0.6, 0.9):
+        assert policy.decide({"self": p, "gpt-4": 0.9}, CONTEXT).detail["store"] == "redis"
+    seq_key = "introroute:budget:{paused}:seq"
+    assert probe.get(seq_key) == b"3"
+    servers[-1].send_signal(signal.SIGSTOP)
+    try:
+        paused = policy.decide({"self": 0.2, "gpt-4": 0.9}, CONTEXT)  # the script sits in the socket
+    finally:
+        servers[-1].send_signal(signal.SIGCONT)
+    assert paused.detail["store"] == "memory (redis unavailable)"
+    assert probe.get(seq_key) == b"3"  # the server ran the late script after SIGCONT: it wrote nothing
+    after = policy.decide({"self": 0.3, "gpt-4": 0.9}, CONTEXT)
+    assert (
+        after.detail["store"] == "redis" and after.detail["seq"] == 5
+    )  # the local one carried, then this one
+    assert [c.tier == "large" for c in (paused, after)] == [
+        up for up, _, _ in _replay([0.1, 0.6, 0.9, 0.2, 0.3])[3:]
+    ]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "${BUDGET_REDIS_URL}",  # the whole URL from the environment
+        "redis://:hunter2-pw@127.0.0.1:6390/0",
+        "redis://budget:hunter2-pw@127.0.0.1:6390/0",
+        "redis://127.0.0.1:6390/0?password=hunter2-pw&db=0",
+    ],
+    ids=["env", "userinfo", "user-and-password", "query"],
+)
+def test_the_redis_password_never_shows(url, monkeypatch):
+    from router_support import FakeGatekeeper
+
+    monkeypatch.setenv("BUDGET_REDIS_URL", "redis://:hunter2-pw@127.0.0.1:6390/0")
+    config = {
+        "name": "masked",
+        "tiers": mocked_tiers("local", "large"),
+        "policy": {"type": "budget", "params": {"store": {"backend": "redis", "url": url}}},
+    }
+    loaded = load_config(config, check_heads=False)
+    router = Router.from_dict(config, gatekeeper=FakeGatekeeper({"self": 0.5, "gpt-4": 0.5}))
+    policy = BudgetPolicy(store={"backend": "redis", "url": os.path.expandvars(url)})
+    shown = [repr(loaded), str(loaded.model_dump()), loaded.model_dump_json(), repr(loaded.policy)]
+    shown += [repr(router), repr(router.config), repr(policy), str(policy.get_params())]
+    for text in shown:
+        assert "hunter2-pw" not in text, text
+    assert "127.0.0.1" in repr(policy)  # the store stays recognisable
+    assert "hunter2-pw" in loaded.secrets()  # ... and the log filter knows the password
+    assert loaded.policy.params["store"]["url"] == url.replace(
+        "${BUDGET_REDIS_URL}", os.environ["BUDGET_REDIS_URL"]
+    )

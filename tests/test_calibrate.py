@@ -188,6 +188,28 @@ def test_calibrate_writes_a_loadable_yaml_with_the_fitted_value(tmp_path):
     assert "# to be fitted" in out.read_text() and paths["router"].read_text() == TWO_TIER_YAML
 
 
+def test_calibrate_refuses_to_replace_outputs_without_overwrite(tmp_path, capsys):
+    """Checked before the fit; with --overwrite both are replaced whole (temp file + rename)."""
+    paths = write_setup(tmp_path, n=400)
+    out, report = tmp_path / "fitted.yaml", tmp_path / "fit.json"
+    out.write_text("mine\n")
+    report.write_text("{}\n")
+    argv = calibrate_args(paths, "--reliability", "0.72", "--out", str(out), "--json", str(report))
+    assert cli(argv) == 2
+    assert "--out" in capsys.readouterr().err and out.read_text() == "mine\n"
+    out.unlink()
+    assert cli(argv) == 2
+    assert "--json" in capsys.readouterr().err and report.read_text() == "{}\n" and not out.exists()
+    assert (
+        cli(calibrate_args(paths, "--reliability", "0.72", "--out", str(tmp_path / "fit.json" / "x.yaml")))
+        == 2
+    )
+    assert "is not a directory" in capsys.readouterr().err
+    assert cli([*argv, "--overwrite"]) == 0
+    assert load_config(out) and json.loads(report.read_text())["value"] is not None
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temp left
+
+
 def test_calibrate_diff_prints_and_writes_nothing(tmp_path, capsys):
     paths = write_setup(tmp_path, n=400)
     before = sorted(p.name for p in tmp_path.iterdir())

@@ -160,6 +160,34 @@ def test_a_model_litellm_cannot_resolve_fails_at_load_with_the_cause(model, hint
     assert "LLM Provider NOT provided" in message and hint in message
 
 
+def test_a_model_its_provider_does_not_list_warns_at_load(caplog):
+    """``openai/gtp-4o`` resolves (the prefix names the provider) but is no OpenAI model LiteLLM
+    knows: a warning with the likely name. Not an error: a model newer than the installed LiteLLM
+    is unlisted too, and an own endpoint (``api_base``) serves its own names."""
+    import logging
+
+    config = _two_tier()
+    with caplog.at_level(logging.WARNING, logger="introroute.router.config"):
+        for params in (
+            {"model": "openai/gtp-4o"},
+            {"model": "openai/gpt-4o"},
+            {"model": "openai/my-finetune", "api_base": "http://127.0.0.1:9/v1"},
+            {"model": "anthropic/claude-sonet-4-5"},
+        ):
+            config["tiers"][1]["litellm_params"] = params
+            load_config(config)
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2, warned
+    assert (
+        "'openai/gtp-4o': 'gtp-4o' is not one of LiteLLM's openai models; did you mean 'openai/gpt-4o'?"
+        in warned[0]
+    )
+    assert (
+        "'anthropic/claude-sonet-4-5'" in warned[1]
+        and "did you mean 'anthropic/claude-sonnet-4-5" in warned[1]
+    )
+
+
 def test_custom_providers_resolve():
     config = _two_tier()
     config["tiers"][1]["litellm_params"] = {"model": "introroute/other-router"}

@@ -102,6 +102,27 @@ def test_appending_after_a_crash_cuts_the_partial_line(tmp_path: Path) -> None:
     assert [r.id for r in read_records(path)] == ["toy/3"]
 
 
+def test_appending_keeps_a_whole_last_record_that_lacks_its_newline(tmp_path: Path) -> None:
+    """Counted as done by a resumed run, so it must stay: 4 records + 1 appended = 5, in order."""
+    path = tmp_path / "log.jsonl"
+    lines = [make_record(i).to_json() for i in range(4)]
+    path.write_text("\n".join(lines))  # no newline after the 4th
+    assert finished_ids(path) == {f"toy/{i}" for i in range(4)}
+    with RecordAppender(path) as out:
+        out.append(make_record(4))
+    assert [r.id for r in read_records(path)] == [f"toy/{i}" for i in range(5)]
+    path.write_text(make_record(9).to_json())  # a one-line file without a newline
+    with RecordAppender(path) as out:
+        out.append(make_record(10))
+    assert [r.id for r in read_records(path)] == ["toy/9", "toy/10"]
+    path.write_text("some notes, not a log")  # not ours to truncate
+    with pytest.raises(DataError, match="not a routing-log record; refusing"):
+        RecordAppender(path)
+    assert path.read_text() == "some notes, not a log"
+    with pytest.raises(DataError, match="cannot append to it"):
+        RecordAppender(path / "labels.jsonl")  # a parent that is a file: typed, not NotADirectoryError
+
+
 def test_finished_ids_by_target(tmp_path: Path) -> None:
     path = tmp_path / "log.jsonl"
     with RecordAppender(path) as out:

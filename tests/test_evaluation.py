@@ -179,6 +179,16 @@ def test_baseline_fit_then_eval_end_to_end(tmp_path, log_file, tiny_base_dir, mo
 
 def test_cli_errors_are_typed(tmp_path, log_file, capsys):
     common = ["--log", str(log_file), "--targets", *TARGETS]
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "report.json").write_text("{}")  # a previous run's report
+    for out in (tmp_path / "done", tmp_path / "done" / "report.json" / "r"):  # checked before scoring
+        assert cli(["eval", *common, "--scorer", "random", "--out", str(out)]) == 2
+        assert ("pass --overwrite" if out.name == "done" else "is not a directory") in capsys.readouterr().err
+    assert (tmp_path / "done" / "report.json").read_text() == "{}"
+    assert (
+        cli(["eval", *common, "--routing", "--predictions", "p.jsonl", "--out", str(tmp_path / "done")]) == 2
+    )
+    assert "exists and is not empty" in capsys.readouterr().err
     assert cli(["eval", *common, "--scorer", "prior", "--out", str(tmp_path / "r")]) == 2
     assert "prior=DIR" in capsys.readouterr().err
     assert (

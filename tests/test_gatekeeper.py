@@ -319,6 +319,48 @@ def test_load_onto_other_base_fails_clearly(gk, tiny_lm, tmp_path):
         IntroLM.from_pretrained(str(tmp_path / "nowhere"), base=str(other))
 
 
+class _Boom:
+    """Unpickling this would run code: a loader that unpickles is caught by the marker file."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_adapters_are_read_from_safetensors_only(gk, tiny_base_dir, tmp_path):
+    adapter = tmp_path / "adapter"
+    gk.save_pretrained(str(adapter))
+    weights = adapter / "adapter_model.safetensors"
+    marker = tmp_path / "unpickled"
+    torch.save({"boom": _Boom(str(marker))}, adapter / "adapter_model.bin")
+    good = weights.read_bytes()
+    weights.unlink()
+    with pytest.raises(
+        AdapterError, match=r"adapter_model\.safetensors is missing \(found \['adapter_model\.bin'\]"
+    ):
+        IntroLM.from_pretrained(str(adapter), base=str(tiny_base_dir))
+    assert not marker.exists()
+
+    weights.write_bytes(good[: len(good) // 2])  # truncated
+    with pytest.raises(AdapterError, match=r"adapter_model\.safetensors is not a readable safetensors file"):
+        IntroLM.from_pretrained(str(adapter), base=str(tiny_base_dir))
+    weights.write_bytes(good)
+
+    head = adapter / "introroute_head.safetensors"
+    torch.save({"boom": _Boom(str(marker))}, head)  # a pickle under the safetensors name
+    with pytest.raises(
+        AdapterError, match=r"introroute_head\.safetensors is not a readable safetensors file"
+    ):
+        IntroLM.from_pretrained(str(adapter), base=str(tiny_base_dir))
+    assert not marker.exists()
+
+    (adapter / "introroute.json").write_text("[1, 2]")
+    with pytest.raises(AdapterError, match=r"introroute\.json must hold a JSON object, not a list"):
+        IntroLM.from_pretrained(str(adapter), base=str(tiny_base_dir))
+
+
 # -- the shared template head (introroute.gatekeeper.prefix) ------------------------------------
 
 # Like SmolLM2's: a default system prompt in front of every conversation that has none.

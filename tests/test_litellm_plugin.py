@@ -165,7 +165,13 @@ def test_module_classifier_loads_introroute_config_at_resolution(tmp_path, monke
         ("hi", "messages must be a list of message objects, got str"),
         ([{"role": "user", "content": "ok"}, "x"], "messages[1] must be an object"),
         ([{"role": "wizard", "content": "x"}], "messages[0].role is 'wizard'"),
+        (
+            [{"role": "user", "content": 5}],
+            "messages[0].content must be a string or a list of parts, got int",
+        ),
+        ([{"role": "user", "content": [7]}], "messages[0].content[0] must be a content-part object, got int"),
         ([{"role": "system", "content": "be brief"}], None),  # legal for OpenAI: never refused
+        ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}], None),
     ],
 )
 def test_message_guard_rejects_only_what_every_provider_rejects(messages, problem):

@@ -222,6 +222,7 @@ def test_twenty_concurrent_requests(fresh: Proxy):
     [
         ([], "messages must contain at least one message"),
         ([{"role": "wizard", "content": "hi"}], "messages[0].role is 'wizard'"),
+        ([{"role": "user", "content": 5}], "messages[0].content must be a string or a list of parts"),
     ],
 )
 def test_bad_messages_are_400s_with_the_cause_and_reach_no_model(fresh: Proxy, messages, cause):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 
@@ -132,3 +133,45 @@ def test_import_registers_the_provider_without_loading_torch():
         "assert any(p['provider'] == 'introroute' for p in litellm.custom_provider_map)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("messages", "cause"),
+    [
+        ([], "messages must contain at least one message"),
+        ([{"role": "usr", "content": "hi"}], "messages[0].role is 'usr'"),
+        (
+            [{"role": "user", "content": 5}],
+            "messages[0].content must be a string or a list of parts, got int",
+        ),
+    ],
+)
+def test_bad_messages_are_refused_before_any_upstream_call(http_router, router_server, messages, cause):
+    router, gatekeeper = http_router
+    gatekeeper.score_spec = LOW  # the paid tier would be chosen
+    with pytest.raises(introroute.MessagesError, match=re.escape(cause)):
+        router.completion(messages=messages)
+    with pytest.raises(introroute.MessagesError, match=re.escape(cause)):
+        asyncio.run(router.acompletion(messages=messages))
+    # Through LiteLLM: a 400 no retry loop repeats, with the typed error as its cause. (LiteLLM's
+    # own preprocessing fails on `content: 5` before any provider; the proxy's guard answers 400.)
+    if "content" not in cause:
+        with pytest.raises(litellm.BadRequestError, match=re.escape(cause)) as caught:
+            litellm.completion(model="introroute/prov", messages=messages, num_retries=2)
+        assert isinstance(caught.value.__cause__, introroute.MessagesError)
+    assert router_server.requests == []
+    assert router.completion(messages=[{"role": "system", "content": "be brief"}, *QUESTION]) is not None
+
+
+def test_an_unknown_router_is_a_bad_request_naming_introroute_config(monkeypatch, tmp_path):
+    monkeypatch.delenv("INTROROUTE_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ./introroute.yaml either
+    for call in (
+        lambda: litellm.completion(model="introroute/nowhere", messages=QUESTION),
+        lambda: asyncio.run(litellm.acompletion(model="introroute/nowhere", messages=QUESTION)),
+        lambda: list(litellm.completion(model="introroute/nowhere", messages=QUESTION, stream=True)),
+    ):
+        with pytest.raises(litellm.BadRequestError, match="INTROROUTE_CONFIG") as caught:
+            call()
+        assert not isinstance(caught.value, litellm.APIConnectionError)  # not retryable
+        assert isinstance(caught.value.__cause__, introroute.ConfigError)

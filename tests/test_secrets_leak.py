@@ -70,7 +70,21 @@ def leak_env(monkeypatch):
     monkeypatch.setenv("LEAK_QUERY", QUERY_TOKEN)
 
 
-def test_no_secret_reaches_any_output_channel(leak_env, tmp_path, caplog, capfd):
+@pytest.fixture(params=[False, True], ids=["quiet", "set_verbose"])
+def litellm_verbose(request, monkeypatch):
+    """With ``litellm.set_verbose = True`` LiteLLM print()s upstream error bodies to stdout."""
+    import litellm
+
+    logger = logging.getLogger("LiteLLM")
+    level = logger.level
+    monkeypatch.setattr(litellm, "set_verbose", request.param)
+    yield request.param
+    logger.setLevel(level)
+    if request.param:  # introroute turned the prints into the (masked) DEBUG log
+        assert litellm.set_verbose is False
+
+
+def test_no_secret_reaches_any_output_channel(leak_env, litellm_verbose, tmp_path, caplog, capfd):
     log_path = tmp_path / "routing.jsonl"
     caplog.set_level(logging.DEBUG)
     for name in ("LiteLLM", "openai", "openai._base_client", "httpx", "httpcore", "introroute"):

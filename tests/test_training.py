@@ -342,3 +342,89 @@ def test_heads_only_from_adapter_moves_only_the_named_head(tiny_base_dir, tmp_pa
     np.testing.assert_allclose(
         refit.scores_batch(conversations[:4])[:, 0], gk.scores_batch(conversations[:4])[:, 0], atol=1e-6
     )
+
+
+def _remote_log(path, n: int = 32):
+    conversations, labels = _conversations(n, seed=4)
+    records = [
+        {
+            "id": f"q{i}",
+            "dataset": "demo",
+            "split": "train" if i < n * 3 // 4 else "validation",
+            "messages": messages,
+            "outcomes": {"remote": {"model": "remote", "correct": bool(label[0])}},
+        }
+        for i, (messages, label) in enumerate(zip(conversations, labels, strict=True))
+    ]
+    return _log(path, records)
+
+
+def test_train_never_loses_the_previous_adapter(tiny_base_dir, tmp_path, capsys):
+    """An existing --out needs --overwrite (checked before loading anything); a SIGINT during
+    training leaves the previous adapter whole, with its own history, and no partial directory."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from server_support import ROOT, subprocess_env
+
+    from introroute.cli import main as cli_main
+
+    log = _remote_log(tmp_path / "remote.jsonl")
+    out = tmp_path / "adapter"
+    _adapted(tiny_base_dir).save_pretrained(str(out))
+    (out / "training_history.json").write_text('{"previous": true}\n')
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    argv = [
+        "train",
+        "--log",
+        str(log),
+        "--base",
+        str(tiny_base_dir),
+        "--targets",
+        "remote",
+        "--out",
+        str(out),
+    ]
+    assert cli_main(argv) == 2
+    assert "exists and is not empty; pass --overwrite" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("x")
+    assert cli_main([*argv[:-1], str(tmp_path / "a-file" / "adapter")]) == 2  # was a raw NotADirectoryError
+    assert "is not a directory" in capsys.readouterr().err
+
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "introroute.cli",
+            *argv,
+            "--overwrite",
+            "--epochs",
+            "100000",
+            "--patience",
+            "100000",
+        ],
+        cwd=ROOT,
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not list(tmp_path.glob(".adapter.*.partial/adapter_model.safetensors")):  # epoch 1 saved
+            assert child.poll() is None and time.monotonic() < deadline, child.stderr.read()[-2000:]
+            time.sleep(0.05)
+        child.send_signal(signal.SIGINT)
+        _, stderr = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode != 0 and "KeyboardInterrupt" in stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the previous run, untouched
+    assert not list(tmp_path.glob(".adapter.*"))  # no partial directory left behind
+    assert cli_main([*argv, "--overwrite", "--epochs", "1"]) == 0  # a finished run replaces it whole
+    assert "previous" not in json.loads((out / "training_history.json").read_text())
+    assert not list(tmp_path.glob(".adapter.*"))

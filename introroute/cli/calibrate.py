@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from introroute.cli.outputs import add_overwrite_argument, check_output, write_text_atomically
 from introroute.data.paths import add_log_argument
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--diff", action="store_true", help="print a unified diff; write nothing")
     out.add_argument("--in-place", action="store_true", help="rewrite --router itself")
     parser.add_argument("--json", type=Path, help="write the fit report (metrics, CIs, warnings) as JSON")
+    add_overwrite_argument(parser)
     parser.add_argument("--output-tokens", type=int, default=400, help="assumed answer length for costs")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per CI")
     parser.add_argument("--min-queries", type=int, default=200, help="warn below this many fit queries")
@@ -174,6 +176,13 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--fit-split and --report-split are both {args.fit_split!r}; report on held-out queries"
         )
+    for flag, path in (
+        ("--out", args.out),
+        ("--json", args.json),
+        ("--router", args.router if args.in_place else None),
+    ):
+        if path is not None:  # before the fit; --in-place means to replace --router
+            check_output(path, overwrite=args.overwrite or flag == "--router", flag=flag)
     log, scorer = load_scored(config, args)
     for reason, count in log.dropped.items():
         print(f"introroute calibrate: dropped {count} record(s): {reason}", file=sys.stderr)
@@ -219,8 +228,7 @@ def main(args: argparse.Namespace) -> int:
     load_text(text, f"the fitted YAML for {args.router}")  # what is written must load
     result["yaml_note"] = note
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(json_safe(result), indent=1, allow_nan=False) + "\n")
+        write_text_atomically(args.json, json.dumps(json_safe(result), indent=1, allow_nan=False) + "\n")
     summary_stream = sys.stderr if args.diff else sys.stdout
     _print_report(json_safe(result), summary_stream)
     for warning in warnings:
@@ -236,7 +244,6 @@ def main(args: argparse.Namespace) -> int:
         )
         return 0
     destination = args.router if args.in_place else args.out
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    destination.write_text(text, encoding="utf-8")
+    write_text_atomically(destination, text)
     print(f"wrote {destination}", file=summary_stream)
     return 0

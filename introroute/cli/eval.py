@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from introroute.cli.outputs import add_overwrite_argument, check_output
 from introroute.data.paths import add_log_argument
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--delta", type=float, default=0.01, help="matched reliability: best quality - delta"
     )
     parser.add_argument("--out", type=Path, required=True, help="directory for the report and plots")
+    add_overwrite_argument(parser)
     parser.add_argument("--limit", type=int, help="seeded random subset of the selected records")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per CI")
     parser.add_argument("--batch-size", type=int, default=8, help="IntroLM scoring batch")
@@ -221,6 +223,7 @@ def routing_main(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
+    check_output(args.out, overwrite=args.overwrite, directory=True)  # before any scoring or replay
     if args.routing:
         return routing_main(args)
 

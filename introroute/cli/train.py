@@ -9,6 +9,7 @@ runs the same command on several GPUs (one process each, gradients averaged), wi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from introroute.cli.outputs import add_overwrite_argument, atomic_dir, check_output
 from introroute.data.paths import add_log_argument
 from introroute.devices import add_device_arguments
 from introroute.errors import ConfigError
@@ -25,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_log_argument(parser)
     parser.add_argument("--targets", nargs="+", required=True, help="target names as in the log ('self'...)")
     parser.add_argument("--out", type=Path, required=True, help="adapter directory to write")
+    add_overwrite_argument(parser)
     parser.add_argument("--base", help="packaged name, .gguf or HF dir (default: smollm2-135m-instruct)")
     parser.add_argument(
         "--from-adapter",
@@ -97,6 +100,7 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"{', '.join(given)}: the layout comes from the adapter ({args.from_adapter})")
     if args.heads_only and not args.from_adapter:
         raise ConfigError("--heads-only trains the heads of an existing adapter: pass --from-adapter")
+    check_output(args.out, overwrite=args.overwrite, directory=True)  # before hours of training
     if args.threads:
         torch.set_num_threads(args.threads)
     records = load_logs(args.log)
@@ -129,36 +133,39 @@ def main(args: argparse.Namespace) -> int:
     # early stopping on within-task AUC (MMLU subject, EntityQuestions relation)
     validation = make_dataset(gk, *val_examples, groups=["/".join(task_path(r)) for r in val_records])
     print(f"train {len(train)} records, validation {len(validation)} records, targets {args.targets}")
-    result = fit(
-        gk,
-        train,
-        validation,
-        TrainConfig(
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            patience=args.patience,
-            seed=args.seed,
-            prompt_cache=args.prompt_cache,
-            cache_dtype=args.cache_dtype,
-            cache_dir=args.cache_dir,
-            class_weight=not args.no_class_weight,
-            label_smoothing=args.label_smoothing,
-            schedule=args.schedule,
-            warmup=args.warmup,
-            max_grad_norm=args.max_grad_norm,
-            mixed_precision=args.mixed_precision,
-            train_adapter=not args.heads_only,
-        ),
-        output_dir=args.out,
-    )
-    if not state.is_main_process:
-        return 0  # the main process saved the adapter and writes the history
-    summary = {"best_epoch": result.best_epoch, "best_val_auc": result.best_val_auc}
-    summary |= {"seconds": result.seconds, "device": str(device), "processes": state.num_processes}
-    history = json.dumps(summary | {"history": result.history}, indent=2)
-    (args.out / "training_history.json").write_text(history + "\n")
-    print(json.dumps(summary))
+    # The adapter and its history go to a temporary sibling that becomes --out once complete: an
+    # interrupted run (SIGINT, a crash) leaves the previous --out as it was.
+    with atomic_dir(args.out) if state.is_main_process else contextlib.nullcontext() as work:
+        result = fit(
+            gk,
+            train,
+            validation,
+            TrainConfig(
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                patience=args.patience,
+                seed=args.seed,
+                prompt_cache=args.prompt_cache,
+                cache_dtype=args.cache_dtype,
+                cache_dir=args.cache_dir,
+                class_weight=not args.no_class_weight,
+                label_smoothing=args.label_smoothing,
+                schedule=args.schedule,
+                warmup=args.warmup,
+                max_grad_norm=args.max_grad_norm,
+                mixed_precision=args.mixed_precision,
+                train_adapter=not args.heads_only,
+            ),
+            output_dir=work,
+        )
+        if work is None:
+            return 0  # the main process saved the adapter and writes the history
+        summary = {"best_epoch": result.best_epoch, "best_val_auc": result.best_val_auc}
+        summary |= {"seconds": result.seconds, "device": str(device), "processes": state.num_processes}
+        history = json.dumps(summary | {"history": result.history}, indent=2)
+        (work / "training_history.json").write_text(history + "\n")
+        print(json.dumps(summary))
     return 0
 
 

@@ -86,8 +86,14 @@ def finished_ids(path: str | os.PathLike[str], target: str | None = None) -> set
     return {r.id for r in iter_records(path) if target is None or target in r.outcomes}
 
 
-def _cut_partial_tail(path: Path) -> None:
-    """Drop bytes after the last newline: the remains of an append that a crash interrupted."""
+def _finish_or_cut_tail(path: Path) -> None:
+    """Make the file end at a line end before appending, never losing a record.
+
+    A last line without its newline is either a whole record (a file written by another tool, or
+    an append interrupted between the record and its newline): it is kept and the newline added,
+    as :func:`iter_records` already counts it; or the start of a record an interrupted append left
+    (``{...``): it is cut with a warning. Anything else is not a routing log, and is not touched.
+    """
     with open(path, "rb+") as fh:
         size = fh.seek(0, os.SEEK_END)
         if size == 0:
@@ -104,8 +110,20 @@ def _cut_partial_tail(path: Path) -> None:
             if newline >= 0:
                 keep = start + newline + 1
                 break
-        log.warning("%s: cutting %d bytes of an unfinished last line before appending", path, size - keep)
-        fh.truncate(keep)
+        fh.seek(keep)
+        tail = fh.read()
+        try:
+            parse_record(tail.decode("utf-8"), f"{path}: last line")
+        except (DataError, UnicodeDecodeError):
+            if not tail.lstrip().startswith(b"{"):
+                raise DataError(
+                    f"{path}: the last line is not a routing-log record; refusing to append to it"
+                ) from None
+            log.warning("%s: cutting %d bytes of an unfinished last line before appending", path, size - keep)
+            fh.truncate(keep)
+        else:
+            fh.seek(size)
+            fh.write(b"\n")
 
 
 class RecordAppender:
@@ -115,10 +133,13 @@ class RecordAppender:
         self.path = Path(path)
         if self.path.suffix == ".gz":
             raise DataError(f"{self.path}: cannot append to a gzip file; label into a plain .jsonl")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            _cut_partial_tail(self.path)
-        self._fh = open(self.path, "ab")  # noqa: SIM115 - closed by close()/__exit__
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists():
+                _finish_or_cut_tail(self.path)
+            self._fh = open(self.path, "ab")  # noqa: SIM115 - closed by close()/__exit__
+        except OSError as exc:  # a parent that is a file, a directory in the way, no permission
+            raise DataError(f"{self.path}: cannot append to it: {exc.strerror or exc}") from None
 
     def append(self, record: RoutingRecord) -> None:
         """Write the record as one line with a single write, then flush and fsync it."""

@@ -19,6 +19,7 @@ from introroute.data.benchmarks import (
     load_benchmark,
     load_entityquestions,
 )
+from introroute.data.jsonl import RecordAppender
 from introroute.data.labelling import (
     HFAnswerer,
     LiteLLMAnswerer,
@@ -104,6 +105,7 @@ def _item_sets(args: argparse.Namespace, shuffle_seed: int | None) -> Iterator[l
 
 def main(args: argparse.Namespace) -> int:
     """Label each dataset into ``--out`` (resuming), then print and write the summary."""
+    RecordAppender(args.out).close()  # --out can be appended to: checked before the model loads
     if args.backend == "litellm":
         if not args.model:
             raise ConfigError("--backend litellm needs --model (a LiteLLM model string)")

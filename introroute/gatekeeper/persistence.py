@@ -6,7 +6,9 @@ Layout of a saved adapter::
     introroute_head.safetensors                      the linear head, one output per target
     introroute.json                                  IntroConfig, token ids, base identity
 
-Only safetensors and JSON are read: nothing is unpickled.
+Only safetensors and JSON are read: nothing is unpickled. PEFT's own loader would fall back to a
+pickled ``adapter_model.bin`` (``torch.load``) when the safetensors file is missing, so the weights
+are read here with safetensors alone, and any other layout is an :class:`AdapterError`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from peft import load_peft_weights, set_peft_model_state_dict
+from peft import set_peft_model_state_dict
+from peft.utils import SAFETENSORS_WEIGHTS_NAME
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from introroute.errors import AdapterError, BaseModelMismatchError
@@ -74,8 +78,10 @@ def _read_meta(directory: Path) -> dict[str, Any]:
         raise AdapterError(f"{directory} is not an introroute adapter: {META_FILE} is missing")
     try:
         meta = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise AdapterError(f"{path} is not valid JSON: {exc}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AdapterError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict):
+        raise AdapterError(f"{path} must hold a JSON object, not a {type(meta).__name__}")
     if meta.get("format_version") != FORMAT_VERSION:
         raise AdapterError(f"{path}: format_version {meta.get('format_version')!r} is not {FORMAT_VERSION}")
     for key in ("config", "intro_token_ids", "base"):
@@ -124,15 +130,25 @@ def load(
 
 def _load_weights(model: IntroLM, directory: Path, meta: dict[str, Any]) -> IntroLM:
     model.train()  # unmerge the [INTRO] row: the loaded delta must be merged, not the initial one
-    try:
-        # The adapter was rebuilt from the saved config; fill it with the saved weights.
-        result = set_peft_model_state_dict(model.peft_model, load_peft_weights(str(directory)))
-        if getattr(result, "unexpected_keys", None):
-            raise AdapterError(f"{directory}: unexpected adapter weights {result.unexpected_keys[:5]}")
-        head_state = load_file(str(directory / HEAD_FILE))
-        model.head.load_state_dict(head_state)
-    except (OSError, RuntimeError, ValueError, KeyError) as exc:
-        raise AdapterError(f"cannot load adapter weights from {directory}: {exc}") from exc
+    weights = directory / SAFETENSORS_WEIGHTS_NAME
+    if not weights.is_file():
+        others = sorted(p.name for p in directory.glob("adapter_model.*"))
+        found = f" (found {others}: only safetensors are loaded, pickles never are)" if others else ""
+        raise AdapterError(f"{weights} is missing{found}")
+    for path in (weights, directory / HEAD_FILE):
+        try:
+            state = load_file(str(path))
+        except (OSError, SafetensorError) as exc:
+            raise AdapterError(f"{path} is not a readable safetensors file: {exc}") from None
+        try:
+            if path is weights:  # the adapter was rebuilt from the saved config; fill in the weights
+                result = set_peft_model_state_dict(model.peft_model, state)
+                if getattr(result, "unexpected_keys", None):
+                    raise AdapterError(f"{path}: unexpected adapter weights {result.unexpected_keys[:5]}")
+            else:
+                model.head.load_state_dict(state)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise AdapterError(f"cannot load adapter weights from {path}: {exc}") from None
     model.eval()
     model.trained = bool(meta.get("trained", False))
     return model

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from introroute.messages import ROLES
+from introroute.messages import messages_problem
 from introroute.router import api
 
 if TYPE_CHECKING:
@@ -110,22 +110,8 @@ class IntrorouteClassifier:
         return decision.tier
 
 
-def check_messages(messages: Any) -> str | None:
-    """Why ``messages`` is not a valid chat-completions ``messages`` list, or ``None`` if it is.
-
-    Only what every provider rejects anyway (empty list, non-objects, unknown roles): the guard
-    must never refuse a request an upstream model would have answered.
-    """
-    if not isinstance(messages, list):
-        return f"messages must be a list of message objects, got {type(messages).__name__}"
-    if not messages:
-        return "messages must contain at least one message, got []"
-    for i, message in enumerate(messages):
-        if not isinstance(message, Mapping):
-            return f"messages[{i}] must be an object with 'role' and 'content', got {type(message).__name__}"
-        if message.get("role") not in ROLES:
-            return f"messages[{i}].role is {message.get('role')!r}; expected one of {sorted(ROLES)}"
-    return None
+#: Why ``messages`` is malformed, or ``None`` (kept here under its former name).
+check_messages = messages_problem
 
 
 class MessageGuard(CustomLogger):

@@ -60,10 +60,11 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import logging
 import os
 import re
 import types
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -79,6 +80,7 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    field_serializer,
     model_validator,
 )
 
@@ -87,11 +89,12 @@ from introroute.errors import ConfigError, PolicyError
 from introroute.policies import TierInfo, build_policy
 from introroute.router import heads
 from introroute.router.calibration import CalibrationConfig
-from introroute.router.secrets import Redactor, SecretUrl, url_secrets
+from introroute.router.secrets import MASK, Redactor, SecretUrl, url_secrets
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = r"^[A-Za-z0-9_.-]+$"
 # LiteLLM parameters whose string values are credentials (client_secret, azure_ad_token...).
+logger = logging.getLogger(__name__)
 _SECRET_PARAM = re.compile(
     r"(?i)(api_key|secret|password|credential|access_key|signing_key|ingestion_key|(^|_)token$)"
 )
@@ -244,6 +247,10 @@ class LiteLLMParams(BaseModel):
         problem = _unresolvable(self.model, extra.get("custom_llm_provider"))
         if problem:
             raise ValueError(problem)
+        if self.api_base is None and "mock_response" not in extra:  # an own endpoint serves own names
+            unknown = _unknown_to_provider(self.model, extra.get("custom_llm_provider"))
+            if unknown:
+                logger.warning("%s", unknown)
         return self
 
     def call_kwargs(self) -> dict[str, Any]:
@@ -301,6 +308,31 @@ def _provider_problem(model: str, custom_provider: str | None) -> str | None:
     finally:
         litellm.suppress_debug_info = quiet
     return None
+
+
+@functools.lru_cache(maxsize=256)
+def _unknown_to_provider(model: str, custom_provider: Any) -> str | None:
+    """Why ``model`` looks like a typo: its provider resolves, LiteLLM's model map lists that
+    provider's models, and the name is not among them (``openai/gtp-4o``); ``None`` otherwise.
+
+    A warning, not an error: LiteLLM's map trails the providers' releases, so an unlisted name
+    may be a model newer than the installed LiteLLM.
+    """
+    try:
+        name, provider, _, _ = litellm.get_llm_provider(
+            model=model, custom_llm_provider=custom_provider if isinstance(custom_provider, str) else None
+        )
+    except Exception:  # unresolvable models are _unresolvable's error
+        return None
+    known = set(litellm.models_by_provider.get(provider) or ())
+    if not known or name in known or model in litellm.model_cost or f"{provider}/{name}" in known:
+        return None
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+    hint = f"; did you mean '{provider}/{close[0]}'?" if close else ""
+    return (
+        f"model {model!r}: {name!r} is not one of LiteLLM's {provider} models{hint} "
+        "(calls to it fail if the provider does not serve that name)"
+    )
 
 
 def _did_you_mean(model: str) -> str:
@@ -364,10 +396,55 @@ def _catalog_price(tier: TierConfig) -> Price | None:
 
 
 class PolicyConfig(_Strict):
-    """``type``: a registered policy name or ``module:Class``; ``params``: its constructor arguments."""
+    """``type``: a registered policy name or ``module:Class``; ``params``: its constructor arguments.
 
-    type: str = "threshold"
-    params: dict[str, Any] = Field(default_factory=dict)
+    Why ``params`` is masked in reprs and dumps but kept plain: policies take plain values (a
+    budget store's ``redis://:password@host`` URL), so the secrets in them are found by shape
+    (credentials in URLs, ``*_key``/``*_token``/``password`` keys) and by origin (``${ENV}``).
+    """
+
+    type: str = Field(default="threshold", description="a registered policy name or module:Class")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="the policy's constructor arguments (masked in reprs and dumps)"
+    )
+
+    _secrets: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @field_serializer("params")
+    def _masked_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        return _mask_secrets(params, Redactor(self._secrets))
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        yield "type", self.type
+        yield "params", self._masked_params(self.params)
+
+    def secret_values(self) -> set[str]:
+        """The credentials in URLs among the params (for the redactor), ``${ENV}`` ones aside."""
+        found: set[str] = set()
+
+        def visit(value: Any) -> None:
+            if isinstance(value, str) and "://" in value:
+                found.update(url_secrets(value))
+            elif isinstance(value, Mapping):
+                for item in value.values():
+                    visit(item)
+            elif isinstance(value, list | tuple):
+                for item in value:
+                    visit(item)
+
+        visit(self.params)
+        return found
+
+
+def _mask_secrets(value: Any, redactor: Redactor, key: str = "") -> Any:
+    """``value`` with secret-named keys' values, known secrets and credential-shaped text masked."""
+    if isinstance(value, str):
+        return MASK if _SECRET_PARAM.search(key) and key not in _NOT_SECRET else redactor.redact_text(value)
+    if isinstance(value, Mapping):
+        return {k: _mask_secrets(v, redactor, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask_secrets(v, redactor) for v in value]
+    return value
 
 
 class Backoff(_Strict):
@@ -484,7 +561,7 @@ class RouterConfig(_Strict):
         keys = {v for t in self.tiers if t.litellm_params for v in t.litellm_params.secret_values()}
         if self.gatekeeper is not None and self.gatekeeper.api_key is not None:
             keys.add(self.gatekeeper.api_key.get_secret_value())
-        return self._secrets | keys
+        return self._secrets | keys | self.policy.secret_values()
 
 
 def load_config(
@@ -511,7 +588,7 @@ def load_config(
     except ValidationError as exc:
         problems = "\n".join(_describe(origin, err) for err in exc.errors())
         raise ConfigError(redactor.redact(problems)) from None
-    config._secrets = frozenset(secrets)
+    config._secrets = config.policy._secrets = frozenset(secrets)
     try:
         build_policy(config.policy.type, dict(config.policy.params))
     except PolicyError as exc:

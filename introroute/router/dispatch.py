@@ -36,7 +36,7 @@ from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception
 from introroute.errors import ProviderError, RoutingError
 from introroute.router.config import RetryConfig, TierConfig
 from introroute.router.decision import aread_ahead, read_ahead
-from introroute.router.secrets import Redactor
+from introroute.router.secrets import Redactor, divert_verbose_prints
 
 # 4xx statuses worth retrying (as the OpenAI SDK does): timeout, conflict, rate limit.
 RETRYABLE_4XX = frozenset({408, 409, 429})
@@ -135,9 +135,11 @@ class Attempts:
     # A stream's first chunk is read inside the attempt (see ``read_ahead``): a stream that
     # fails before any token is retried or falls back like any failed call.
     def _once(self) -> Any:
+        divert_verbose_prints()
         return read_ahead(litellm.completion(**self.kwargs()))
 
     async def _aonce(self) -> Any:
+        divert_verbose_prints()
         return await aread_ahead(await litellm.acompletion(**self.kwargs()))
 
     # Raised outside the ``except`` block, so the provider error is not even the implicit

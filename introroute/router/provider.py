@@ -16,17 +16,31 @@ on the first chunk and on LiteLLM's logging object of the outer call (see ``deci
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import litellm
 from litellm import CustomLLM
 
-from introroute.errors import ConfigError
+from introroute.errors import ConfigError, MessagesError
 from introroute.router import api
 from introroute.router.decision import HIDDEN_KEY
 
 PROVIDER = "introroute"
+
+
+@contextlib.contextmanager
+def _refusals_as_bad_requests(model: str) -> Iterator[None]:
+    """introroute's refusals of the request itself (no such router, malformed messages) as LiteLLM's
+    ``BadRequestError``: a 400 that no retry loop repeats. LiteLLM turns any other exception from a
+    custom provider into a retryable ``APIConnectionError``. The typed error is the ``__cause__``."""
+    try:
+        yield
+    except (ConfigError, MessagesError) as exc:
+        raise litellm.BadRequestError(
+            message=str(exc), model=f"{PROVIDER}/{model}", llm_provider=PROVIDER
+        ) from exc
 
 
 def _target(model: str, hook_kwargs: Mapping[str, Any]) -> tuple[Any, bool, dict[str, Any], Any]:
@@ -66,38 +80,43 @@ class IntrorouteProvider(CustomLLM):
     """
 
     def completion(self, model: str, messages: list[Any], **kw: Any) -> Any:  # type: ignore[override]
-        router, local, params, litellm_params = _target(model, kw)
-        if local:
-            return router.local.complete(messages, params, litellm_params, kw["model_response"])
-        return router.completion(messages=messages, **_request(params))
+        with _refusals_as_bad_requests(model):
+            router, local, params, litellm_params = _target(model, kw)
+            if local:
+                return router.local.complete(messages, params, litellm_params, kw["model_response"])
+            return router.completion(messages=messages, **_request(params))
 
     def streaming(self, model: str, messages: list[Any], **kw: Any) -> Iterator[Any]:  # type: ignore[override]
-        router, local, params, litellm_params = _target(model, kw)
-        if local:
-            return router.local.stream(messages, params, litellm_params)
-        stream = router.completion(messages=messages, stream=True, **_request(params))
+        with _refusals_as_bad_requests(model):
+            router, local, params, litellm_params = _target(model, kw)
+            if local:
+                return router.local.stream(messages, params, litellm_params)
+            stream = router.completion(messages=messages, stream=True, **_request(params))
         _note(kw.get("logging_obj"), stream)
         return iter(stream)
 
     async def acompletion(self, model: str, messages: list[Any], **kw: Any) -> Any:  # type: ignore[override]
-        router, local, params, litellm_params = _target(model, kw)
-        if local:
-            return await router.local.acomplete(messages, params, litellm_params, kw["model_response"])
-        return await router.acompletion(messages=messages, **_request(params))
+        with _refusals_as_bad_requests(model):
+            router, local, params, litellm_params = _target(model, kw)
+            if local:
+                return await router.local.acomplete(messages, params, litellm_params, kw["model_response"])
+            return await router.acompletion(messages=messages, **_request(params))
 
     def astreaming(self, model: str, messages: list[Any], **kw: Any) -> AsyncIterator[Any]:  # type: ignore[override]
         # A plain function returning an async iterator (LiteLLM accepts either): the local tier
         # must claim its lent prefill during this call, not on the caller's first ``async for``.
-        router, local, params, litellm_params = _target(model, kw)
+        with _refusals_as_bad_requests(model):
+            router, local, params, litellm_params = _target(model, kw)
         if local:
             return router.local.astream(messages, params, litellm_params)
-        return _arouted(router, messages, params, kw.get("logging_obj"))
+        return _arouted(router, model, messages, params, kw.get("logging_obj"))
 
 
 async def _arouted(
-    router: Any, messages: list[Any], params: dict[str, Any], logging_obj: Any
+    router: Any, model: str, messages: list[Any], params: dict[str, Any], logging_obj: Any
 ) -> AsyncIterator[Any]:
-    stream = await router.acompletion(messages=messages, stream=True, **_request(params))
+    with _refusals_as_bad_requests(model):
+        stream = await router.acompletion(messages=messages, stream=True, **_request(params))
     _note(logging_obj, stream)
     async for chunk in stream:
         yield chunk

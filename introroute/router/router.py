@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from introroute.errors import ConfigError, IntrorouteError, MessagesError, PolicyError, RoutingError
-from introroute.messages import normalize_messages
+from introroute.messages import check_messages, normalize_messages
 from introroute.policies import Policy, PolicyChoice, RequestContext, build_policy
 from introroute.router import api, heads, local_tier
 from introroute.router.calibration import ScoreCalibrator
@@ -462,6 +462,7 @@ class Router:
         """Route and answer; takes and returns what ``litellm.completion`` does."""
         request = _Request.parse(kwargs)
         with self._recording(request) as run:
+            check_messages(request.messages)  # what no provider accepts is refused before any call
             run.plan = self._plan(request, self._score(request))
             with self._dispatching(run) as attempts:
                 return self._finish(run, attempts.call())
@@ -470,6 +471,7 @@ class Router:
         """Async :meth:`completion`; scoring and local generation run off the event loop."""
         request = _Request.parse(kwargs)
         with self._recording(request) as run:
+            check_messages(request.messages)
             run.plan = self._plan(request, await self._ascore(request))
             with self._dispatching(run) as attempts:
                 return self._finish(run, await attempts.acall())

@@ -32,7 +32,7 @@ _SECRET_QUERY_KEYS = (
 _PATTERNS = (
     (re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=-]{4,}"), rf"\1\2{MASK}"),
     (re.compile(rf"(?i)([?&](?:{_SECRET_QUERY_KEYS})=)[^&#\s'\"]+"), rf"\1{MASK}"),
-    (re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^@\s/]+@"), rf"\1{MASK}@"),
+    (re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@"), rf"\1{MASK}@"),  # user may be empty
 )
 
 
@@ -169,3 +169,24 @@ def protect_logs(secrets: Iterable[str]) -> None:
             if name not in _installed:
                 logging.getLogger(name).addFilter(_filter)
                 _installed.add(name)
+
+
+def divert_verbose_prints() -> None:
+    """Turn LiteLLM's ``set_verbose = True`` into its ``LiteLLM`` logger at DEBUG, before a call.
+
+    Why: ``litellm.set_verbose`` (deprecated by LiteLLM in favour of ``LITELLM_LOG=DEBUG``)
+    ``print()``s request details and upstream error bodies to stdout, where no log filter can
+    mask a key a provider echoes back. The same text goes to the ``LiteLLM`` logger, which
+    :func:`protect_logs` filters; so the debug output stays, masked. Checked before every call
+    introroute makes, since a caller may set the flag after building the router.
+    """
+    import litellm
+
+    if litellm.set_verbose is not True:
+        return
+    litellm.set_verbose = False
+    logging.getLogger("LiteLLM").setLevel(logging.DEBUG)
+    logging.getLogger(__name__).warning(
+        "litellm.set_verbose=True prints secrets unmasked to stdout; introroute turned it into the "
+        "'LiteLLM' logger at DEBUG (masked). Use LITELLM_LOG=DEBUG instead"
+    )
