@@ -16,7 +16,7 @@ from litellm import CustomStreamWrapper
 from introroute.decision_log import Decision
 
 HIDDEN_KEY = "introroute"
-__all__ = ["HIDDEN_KEY", "Decision", "RoutedStream", "attach", "aread_ahead", "decision", "read_ahead"]
+__all__ = ["HIDDEN_KEY", "Decision", "RoutedStream", "aread_ahead", "attach", "decision", "read_ahead"]
 
 
 # What a stream holds in ``_introroute_ahead``: nothing read ahead, or a stream that had no chunk.

@@ -3,9 +3,9 @@
 Why a log of its own: routing quality is judged offline (how often did the cheap tier answer,
 what did it cost, would another threshold have done better), and policies can be replayed over
 these records. Records carry no message text unless ``log_prompts`` is on (privacy) and pass
-through the router's redactor (secrets). A failing disk must not fail requests, so write errors are logged and dropped; but a
-path that cannot be written at all is a :class:`ConfigError` when the router is built, not a
-warning per request.
+through the router's redactor (secrets). A failing disk must not fail requests, so write errors
+are logged and dropped; but a path that cannot be written at all is a :class:`ConfigError`
+when the router is built, not a warning per request.
 
 Every line is strict JSON (``allow_nan=False``): a non-finite number anywhere in a record is
 written as ``null`` and listed in ``nonfinite``, and a record that cannot be serialised at all
