@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from introroute.routing_eval.replay import ScoredLog
 
 ON_THE_FLY = "gatekeeper"  # scorer name of scores computed here with the router's gatekeeper
+LOGGED = "logged"  # scorer name of the scores a router logged (its own routing log as --log)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--max-cost-per-query", type=float, metavar="USD", help="mean cost per query <= C")
     target.add_argument("--pgr", type=float, metavar="P", help="performance gap recovered >= P")
     parser.add_argument("--margin", type=float, default=0.0, help="fit to the target tightened by this much")
+    parser.add_argument(
+        "--confidence",
+        type=float,
+        metavar="C",
+        help="with --reliability: fit so that the one-sided C lower confidence bound (exact binomial) "
+        "meets the target, not only the point; both are reported",
+    )
     parser.add_argument("--fit-split", default="validation")
     parser.add_argument("--report-split", default="test")
     parser.add_argument("--recalibrate", choices=["platt", "isotonic"], help="also fit score calibration")
@@ -94,6 +102,7 @@ def gatekeeper_scores(
 def load_scored(config: RouterConfig, args: argparse.Namespace) -> tuple[ScoredLog, str]:
     """The fit and report splits, joined with scores from --predictions or the gatekeeper."""
     from introroute.data.records import load_logs, select
+    from introroute.data.traffic import NOT_CAPTURED
     from introroute.errors import DataError
     from introroute.routing_eval.replay import build_scored_log, join_predictions, read_predictions
 
@@ -104,11 +113,27 @@ def load_scored(config: RouterConfig, args: argparse.Namespace) -> tuple[ScoredL
             load_logs(args.log), read_predictions(args.predictions), [args.scorer], splits
         )
         return build_scored_log(records, tiers, scores, args.output_tokens), args.scorer
-    records = select(load_logs(args.log), splits)
+    records = select(load_logs(args.log, need_messages=False), splits)
     if not records:
         raise DataError(f"no record of {args.log} is in the splits {splits}")
+    logged = logged_scores(records, [t.target for t in tiers])
+    if logged is not None:
+        return build_scored_log(records, tiers, {LOGGED: logged}, args.output_tokens), LOGGED
+    if not all(r.meta.get("prompt_captured", True) for r in records):
+        raise DataError(f"{args.log}: scoring needs the prompts: {NOT_CAPTURED}")
     scores = gatekeeper_scores(config, records, args.batch_size)
     return build_scored_log(records, tiers, scores, args.output_tokens), ON_THE_FLY
+
+
+def logged_scores(records: Sequence[RoutingRecord], targets: Sequence[str]) -> dict[str, np.ndarray] | None:
+    """The scores a router logged for every tier target (before calibration), when every record
+    has them: a router's own log is re-fitted on what its gatekeeper said, without re-scoring."""
+    import numpy as np
+
+    logged = [r.meta.get("scores") for r in records]
+    if not all(isinstance(s, dict) and all(t in s for t in targets) for s in logged):
+        return None
+    return {t: np.array([float(s[t]) for s in logged]) for t in dict.fromkeys(targets)}
 
 
 def _calibrated_targets(log: ScoredLog, scorer: str) -> list[tuple[int, str]]:
@@ -152,8 +177,14 @@ def _print_report(report: Mapping[str, Any], stream: Any) -> None:
             if cell["value"] is None:
                 continue
             ci = f" [{cell['lo']:.4g}, {cell['hi']:.4g}]" if cell["lo"] is not None else ""
+            if cell.get("bound") is not None:
+                ci += f" (lower {cell['confidence']:g} bound {cell['bound']:.4g})"
             cells.append(f"{name} {cell['value']:.4g}{ci}")
-        print(f"  {split} split {data['split']} ({data['n']} queries): " + "; ".join(cells), file=stream)
+        missed = "" if data["target_met"] and data.get("bound_met", True) else f" MISSED {report['target']}"
+        print(
+            f"  {split} split {data['split']} ({data['n']} queries): " + "; ".join(cells) + missed,
+            file=stream,
+        )
     split = report["report"]["split"]
     for target, ece in (report.get("recalibration") or {}).get("ece", {}).items():
         print(f"  ECE {target} on {split}: {ece['ece_before']:.4f} -> {ece['ece_after']:.4f}", file=stream)
@@ -195,7 +226,14 @@ def main(args: argparse.Namespace) -> int:
     fit, report = fit.calibrated(scorer, calibrators), report.calibrated(scorer, calibrators)
 
     fitter = ThresholdFitter(
-        config.policy.type, config.policy.params, target, scorer, args.bootstrap, args.seed, args.min_queries
+        config.policy.type,
+        config.policy.params,
+        target,
+        scorer,
+        args.bootstrap,
+        args.seed,
+        args.min_queries,
+        confidence=args.confidence,
     ).fit(fit)
     warnings += fitter.warnings_
     result = {
@@ -212,6 +250,14 @@ def main(args: argparse.Namespace) -> int:
         "recalibration": recalibration,
         "warnings": warnings,
     }
+    held_out = result["report"]
+    if not held_out["target_met"] or not held_out.get("bound_met", True):
+        cell = held_out[target.metric]
+        bound = f" (lower bound {cell['bound']:.4g})" if cell.get("bound") is not None else ""
+        warnings.append(
+            f"MISSED: on the report split {args.report_split!r} {target.metric} is {cell['value']:.4g}{bound}, "
+            f"short of the target {target.describe()}: new traffic like it will miss it too"
+        )
     original = args.router.read_text(encoding="utf-8")
     text, note = edit_router_yaml(original, {fitter.knob_: fitter.value_}, calibration_out)
     if note:
