@@ -255,8 +255,9 @@ def main(args: argparse.Namespace) -> int:
         cell = held_out[target.metric]
         bound = f" (lower bound {cell['bound']:.4g})" if cell.get("bound") is not None else ""
         warnings.append(
-            f"MISSED: on the report split {args.report_split!r} {target.metric} is {cell['value']:.4g}{bound}, "
-            f"short of the target {target.describe()}: new traffic like it will miss it too"
+            f"MISSED: on the report split {args.report_split!r} {target.metric} is "
+            f"{cell['value']:.4g}{bound}, short of the target {target.describe()}: "
+            "new traffic like it will miss it too"
         )
     original = args.router.read_text(encoding="utf-8")
     text, note = edit_router_yaml(original, {fitter.knob_: fitter.value_}, calibration_out)

@@ -235,9 +235,9 @@ def judge_with_llm(
     """Ask an LLM (any LiteLLM model string) whether ``response`` matches ``gold``.
 
     For answers rules cannot read (free-form text). Without ``gold`` (live traffic that no
-    reference model answered) the judge grades the answer on its own knowledge. ``parsed`` is the judge's verdict word, None
-    when the judge replied something else; extra kwargs (``api_base``, ``mock_response``) go to
-    ``litellm.completion``.
+    reference model answered) the judge grades the answer on its own knowledge. ``parsed`` is
+    the judge's verdict word, None when the judge replied something else; extra kwargs
+    (``api_base``, ``mock_response``) go to ``litellm.completion``.
     """
     template = JUDGE_ALONE_PROMPT if gold is None else JUDGE_PROMPT
     prompt = template.format(question=question, gold=gold, response=response or "(empty)")

@@ -16,7 +16,6 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError

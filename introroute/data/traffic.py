@@ -28,7 +28,7 @@ from typing import Any
 from tqdm import tqdm
 
 from introroute.data.graders import Grade
-from introroute.data.jsonl import RecordAppender, open_text, finished_ids, iter_models
+from introroute.data.jsonl import RecordAppender, finished_ids, iter_models, open_text
 from introroute.data.schema import Message, RoutingRecord, TargetOutcome
 from introroute.data.splits import DEFAULT_SEED, assign_split
 from introroute.decision_log import DecisionRecord, PromptMessage
