@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from introroute.routing_eval.replay import ScoredLog
 
 ON_THE_FLY = "gatekeeper"  # scorer name of scores computed here with the router's gatekeeper
+AUTO = "auto"
 LOGGED = "logged"  # scorer name of the scores a router logged (its own routing log as --log)
 
 
@@ -57,8 +58,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --reliability: fit so that the one-sided C lower confidence bound (exact binomial) "
         "meets the target, not only the point; both are reported",
     )
-    parser.add_argument("--fit-split", default="validation")
-    parser.add_argument("--report-split", default="test")
+    parser.add_argument(
+        "--fit-split",
+        default=AUTO,
+        help="split the knob is fitted on; auto: validation, else test ('introroute eval' without "
+        "--splits predicts test and test_unseen only)",
+    )
+    parser.add_argument(
+        "--report-split",
+        default=AUTO,
+        help="held-out split the fitted router is reported on; auto: test, else test_unseen",
+    )
     parser.add_argument("--recalibrate", choices=["platt", "isotonic"], help="also fit score calibration")
     out = parser.add_mutually_exclusive_group(required=True)
     out.add_argument("--out", type=Path, help="write the fitted router YAML here")
@@ -71,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=8, help="gatekeeper scoring batch (no --predictions)"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
 
 
 def _target(args: argparse.Namespace) -> Any:
@@ -99,30 +109,45 @@ def gatekeeper_scores(
     return {ON_THE_FLY: {t: probabilities[:, i] for i, t in enumerate(gk.targets)}}
 
 
-def load_scored(config: RouterConfig, args: argparse.Namespace) -> tuple[ScoredLog, str]:
-    """The fit and report splits, joined with scores from --predictions or the gatekeeper."""
+def resolve_splits(fit: str, report: str, available: set[str]) -> tuple[str, str]:
+    """``auto`` splits made concrete from the splits the data has (see ``--fit-split``)."""
+    if fit == AUTO:
+        fit = next((s for s in ("validation", "test") if s in available), "validation")
+    if report == AUTO:
+        report = next((s for s in ("test", "test_unseen") if s in available and s != fit), "test")
+    return fit, report
+
+
+def load_scored(config: RouterConfig, args: argparse.Namespace) -> tuple[ScoredLog, str, tuple[str, str]]:
+    """The fit and report splits (``auto`` resolved), joined with scores from --predictions, the
+    router's logged scores, or the gatekeeper."""
     from introroute.data.records import load_logs, select
     from introroute.data.traffic import NOT_CAPTURED
-    from introroute.errors import DataError
+    from introroute.errors import ConfigError, DataError
     from introroute.routing_eval.replay import build_scored_log, join_predictions, read_predictions
 
-    splits = [args.fit_split, args.report_split]
     tiers = [t.info() for t in config.tiers]
-    if args.predictions is not None:
-        records, scores = join_predictions(
-            load_logs(args.log), read_predictions(args.predictions), [args.scorer], splits
+    records = load_logs(args.log, need_messages=args.predictions is not None)
+    predictions = read_predictions(args.predictions) if args.predictions is not None else None
+    available = {row.get("split") for row in predictions.rows} if predictions else {r.split for r in records}
+    splits = resolve_splits(args.fit_split, args.report_split, available)
+    if splits[0] == splits[1]:
+        raise ConfigError(
+            f"--fit-split and --report-split are both {splits[0]!r}; report on held-out queries"
         )
-        return build_scored_log(records, tiers, scores, args.output_tokens), args.scorer
-    records = select(load_logs(args.log, need_messages=False), splits)
+    if predictions is not None:
+        records, scores = join_predictions(records, predictions, [args.scorer], splits)
+        return build_scored_log(records, tiers, scores, args.output_tokens), args.scorer, splits
+    records = select(records, splits)
     if not records:
-        raise DataError(f"no record of {args.log} is in the splits {splits}")
+        raise DataError(f"no record of {args.log} is in the splits {list(splits)}")
     logged = logged_scores(records, [t.target for t in tiers])
     if logged is not None:
-        return build_scored_log(records, tiers, {LOGGED: logged}, args.output_tokens), LOGGED
+        return build_scored_log(records, tiers, {LOGGED: logged}, args.output_tokens), LOGGED, splits
     if not all(r.meta.get("prompt_captured", True) for r in records):
         raise DataError(f"{args.log}: scoring needs the prompts: {NOT_CAPTURED}")
     scores = gatekeeper_scores(config, records, args.batch_size)
-    return build_scored_log(records, tiers, scores, args.output_tokens), ON_THE_FLY
+    return build_scored_log(records, tiers, scores, args.output_tokens), ON_THE_FLY, splits
 
 
 def logged_scores(records: Sequence[RoutingRecord], targets: Sequence[str]) -> dict[str, np.ndarray] | None:
@@ -201,14 +226,10 @@ def main(args: argparse.Namespace) -> int:
     target = _target(args)
     if args.out is not None and args.out.resolve() == args.router.resolve():
         raise ConfigError(f"--out {args.out} is the input YAML; use --in-place to overwrite it")
-    if args.fit_split == args.report_split:
-        raise ConfigError(
-            f"--fit-split and --report-split are both {args.fit_split!r}; report on held-out queries"
-        )
-    log, scorer = load_scored(config, args)
+    log, scorer, (fit_split, report_split) = load_scored(config, args)
     for reason, count in log.dropped.items():
         print(f"introroute calibrate: dropped {count} record(s): {reason}", file=sys.stderr)
-    fit, report = log.split(args.fit_split), log.split(args.report_split)
+    fit, report = log.split(fit_split), log.split(report_split)
     warnings: list[str] = []
     calibration_out: dict[str, Any] | None = None
     recalibration: dict[str, Any] | None = None
@@ -245,8 +266,8 @@ def main(args: argparse.Namespace) -> int:
         "target": target.describe(),
         "scorer": scorer,
         "dropped": dict(log.dropped),
-        "fit": {"split": args.fit_split, **fitter.fit_report_},
-        "report": {"split": args.report_split, **fitter.evaluate(report)},
+        "fit": {"split": fit_split, **fitter.fit_report_},
+        "report": {"split": report_split, **fitter.evaluate(report)},
         "recalibration": recalibration,
         "warnings": warnings,
     }
@@ -255,7 +276,7 @@ def main(args: argparse.Namespace) -> int:
         cell = held_out[target.metric]
         bound = f" (lower bound {cell['bound']:.4g})" if cell.get("bound") is not None else ""
         warnings.append(
-            f"MISSED: on the report split {args.report_split!r} {target.metric} is "
+            f"MISSED: on the report split {report_split!r} {target.metric} is "
             f"{cell['value']:.4g}{bound}, short of the target {target.describe()}: "
             "new traffic like it will miss it too"
         )

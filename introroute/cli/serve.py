@@ -19,7 +19,7 @@ from introroute.errors import ConfigError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--port", type=int, default=8765, help="TCP port to listen on")
     parser.add_argument("--adapter", help="adapter directory (default: the shipped adapter, if any)")
     parser.add_argument(
         "--base", help="base model: smollm2-135m-instruct, gemma-3-270m, a .gguf file or an HF directory"
@@ -38,7 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with"
     )
     parser.add_argument("--max-queue", type=int, default=256, help="queued requests beyond this get a 503")
-    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="server log level",
+    )
 
 
 def load_scorer(args: argparse.Namespace) -> Any:

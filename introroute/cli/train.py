@@ -49,10 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["no", "bf16", "fp16"],
         help="autocast the forwards (default: what accelerate launch configured, else no)",
     )
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--patience", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=4, help="passes over the train split at most")
+    parser.add_argument("--batch-size", type=int, default=8, help="records per optimiser step")
+    parser.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate")
+    parser.add_argument(
+        "--patience", type=int, default=2, help="stop after this many epochs without a better validation AUC"
+    )
     # The paper's placement at r=32 beat q_proj/v_proj at r=8 on every validation epoch of the
     # EntityQuestions side-by-side (README "Results: factual QA"), so it is the command's default.
     parser.add_argument("--lora-r", type=int, help="LoRA rank (default 32); 0 = no LoRA ([INTRO] row + head)")
@@ -75,14 +77,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cache-dir when they outgrow RAM; epoch: recompute them each epoch (a large model on a GPU)",
     )
     parser.add_argument("--cache-dir", help="--prompt-cache disk: where (default: the system's temp dir)")
-    parser.add_argument("--cache-dtype", choices=["float32", "bfloat16", "float16"], default="bfloat16")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--cache-dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default="bfloat16",
+        help="dtype of the kept prompt caches",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and --limit-*")
     parser.add_argument("--no-class-weight", action="store_true", help="plain BCE (no pos_weight)")
-    parser.add_argument("--label-smoothing", type=float, default=0.0)
-    parser.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
+    parser.add_argument("--label-smoothing", type=float, default=0.0, help="BCE label smoothing")
+    parser.add_argument(
+        "--schedule", choices=["constant", "cosine"], default="constant", help="learning-rate schedule"
+    )
     parser.add_argument("--warmup", type=float, default=0.0, help="warm-up, as a fraction of all steps")
     parser.add_argument("--max-grad-norm", type=float, help="clip gradients to this norm")
-    parser.add_argument("--threads", type=int)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own)")
     parser.add_argument(
         "--strict",
         action="store_true",

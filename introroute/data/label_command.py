@@ -35,7 +35,9 @@ from introroute.errors import ConfigError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``introroute label``."""
-    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    parser.add_argument(
+        "--datasets", nargs="+", choices=DATASETS, default=list(DATASETS), help="benchmarks to label"
+    )
     parser.add_argument(
         "--log",
         help="label the records of this routing log (vendored name or JSONL) instead of --datasets: "
@@ -46,7 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--splits", nargs="+", choices=get_args(Split), help="with --log: only records of these splits"
     )
     parser.add_argument("--out", type=Path, default=Path("labels/self.jsonl"), help="JSONL to append to")
-    parser.add_argument("--backend", choices=("hf", "litellm"), default="hf")
+    parser.add_argument(
+        "--backend",
+        choices=("hf", "litellm"),
+        default="hf",
+        help="hf: a local model; litellm: any LiteLLM model",
+    )
     parser.add_argument(
         "--model",
         help="hf: packaged name, .gguf file or HF directory (default: the packaged SmolLM2); "
@@ -62,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PID",
         help="entityquestions: only these relations (default: all); --limit then applies per relation",
     )
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=8, help="prompts generated together (hf)")
     parser.add_argument("--max-new-tokens", type=int, help="override the per-task default (16/8/320)")
     parser.add_argument("--seed", type=int, default=0, help="option-shuffle and --limit sampling seed")
     parser.add_argument("--no-shuffle", action="store_true", help="keep the original option order")

@@ -278,3 +278,26 @@ class ThresholdFitter:
                     f"new traffic may miss the target; refit with --margin {half:.2g} or on more queries"
                 )
         return out
+
+
+def preset_tau(p: np.ndarray, y: np.ndarray, reliability: float) -> dict[str, float]:
+    """The lowest P(self) threshold whose kept-local queries keep the paper's reliability.
+
+    Reliability is ``1 - share of all queries kept local and answered wrongly`` (an escalated
+    query counts as answered well, as the IntroLM paper counts its large model): the measure
+    that needs only the local model's labels, so it fits a threshold preset from an ``eval``'s
+    predictions alone, where :class:`ThresholdFitter` needs every tier's outcome. The threshold
+    is rounded up to 3 decimals: a preset never keeps more than the fit allows.
+    """
+    order = np.argsort(-p, kind="stable")
+    wrong_kept = np.cumsum(1 - y[order])  # kept local = the k highest scores
+    ok = np.nonzero(1 - wrong_kept / len(y) >= reliability)[0]
+    k = int(ok[-1]) + 1 if len(ok) else 0
+    tau = float(p[order][k - 1]) if k else 1.0
+    preset = float(np.ceil(tau * 1000) / 1000)
+    return {
+        "n": len(y),
+        "tau": preset,
+        "kept_local": float(np.mean(p >= preset)),
+        "reliability": 1 - float(np.sum((p >= preset) * (1 - y))) / len(y),
+    }

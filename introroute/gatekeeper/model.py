@@ -204,7 +204,9 @@ class IntroLM(torch.nn.Module):
             torch.nn.init.normal_(extra.weight, std=0.02)
             head = torch.nn.Linear(old.in_features, old.out_features + len(new)).to(old.weight.device)
             head.weight.copy_(torch.cat([old.weight.detach().float(), extra.weight.to(old.weight.device)]))
-            head.bias.copy_(torch.cat([old.bias.detach().float(), torch.zeros(len(new), device=old.weight.device)]))
+            head.bias.copy_(
+                torch.cat([old.bias.detach().float(), torch.zeros(len(new), device=old.weight.device)])
+            )
         self.head = head
         self.config = replace(self.config, targets=[*self.config.targets, *new])
         return new
