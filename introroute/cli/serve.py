@@ -18,7 +18,7 @@ from introroute.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (loopback only)")
     parser.add_argument("--port", type=int, default=8765, help="TCP port to listen on")
     parser.add_argument("--adapter", help="adapter directory (default: the shipped adapter, if any)")
     parser.add_argument(

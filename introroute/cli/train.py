@@ -27,7 +27,15 @@ CHANCE_AUC = 0.55
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_log_argument(parser)
-    parser.add_argument("--targets", nargs="+", required=True, help="target names as in the log ('self'...)")
+    parser.add_argument(
+        "--targets",
+        nargs="+",
+        required=True,
+        metavar="HEAD[=OUTCOME]",
+        help="heads to train, named as the log's outcomes ('self'...); HEAD=OUTCOME trains head HEAD on "
+        "the outcomes logged under OUTCOME (gpt-4o=gpt-4-1106-preview: a router log keys answers by "
+        "tier target)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="adapter directory to write")
     parser.add_argument("--base", help="packaged name, .gguf or HF dir (default: smollm2-135m-instruct)")
     parser.add_argument(
@@ -118,12 +126,14 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("--heads-only trains the heads of an existing adapter: pass --from-adapter")
     if args.threads:
         torch.set_num_threads(args.threads)
+    heads, keys = head_names(args.targets)
+    args.targets = heads
     records = load_logs(args.log)
     train_records = select(records, ["train"], args.limit_train, args.seed)
     val_records = select(records, ["validation"], args.limit_val, args.seed)
     # Labels first: a wrong target name fails here, before the base model is loaded.
-    train_examples = to_examples(train_records, args.targets)
-    val_examples = to_examples(val_records, args.targets)
+    train_examples = to_examples(train_records, keys)
+    val_examples = to_examples(val_records, keys)
     device = resolve_device(args.device, args.dtype)  # no GPU here: fail before loading anything
     state = PartialState(cpu=device.type == "cpu")
     if device.type == "cuda" and device.index is None:
@@ -203,6 +213,15 @@ def chance_heads(history: Sequence[dict[str, Any]], best_epoch: int, targets: Se
                 "answers; label more queries, or check the labels"
             )
     return out
+
+
+def head_names(specs: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``HEAD[=OUTCOME]`` specs as (head names, outcome keys); duplicates are a ConfigError."""
+    pairs = [spec.split("=", 1) if "=" in spec else [spec, spec] for spec in specs]
+    heads, keys = [p[0] for p in pairs], [p[1] for p in pairs]
+    if not all(heads + keys) or len(set(heads)) != len(heads):
+        raise ConfigError(f"--targets: distinct non-empty HEAD[=OUTCOME] names, got {list(specs)}")
+    return heads, keys
 
 
 def _start_adapter(args: argparse.Namespace, device: Any) -> Any:
