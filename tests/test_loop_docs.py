@@ -204,3 +204,32 @@ def test_a_head_at_chance_is_flagged():
         "queries, or check the labels"
     ]
     assert "no validation AUC" in chance_heads(history, 2, ["self", "big"])[0]
+
+
+def test_a_failed_audit_is_recorded_and_never_reaches_the_caller(tmp_path, router_server):
+    config = {
+        "name": "audited",
+        "tiers": [
+            {"name": "local", "target": "self"},
+            {"name": "large", "target": "gpt-4", "litellm_params": {"model": "openai/x", "api_key": "sk-a"}},
+        ],
+        "policy": {"type": "threshold", "params": {"tau": 0.5}},
+        "routing_log": str(tmp_path / "log.jsonl"),
+        "log_prompts": True,
+        "audit": {"share": 1.0, "seed": 0},
+    }
+    config["tiers"][1]["litellm_params"]["api_base"] = router_server.url
+    router = Router.from_dict(config, gatekeeper=FakeGatekeeper())  # self 0.9: kept local
+    router_server.faults.append(400)
+    response = router.completion(messages=[{"role": "user", "content": "capital of France?"}])
+    router.close()
+    assert introroute.decision(response).tier == "local"
+    assert response.choices[0].message.content == "The capital of France is Paris."
+    line = (tmp_path / "log.jsonl").read_text()
+    assert "sk-a" not in line
+    record = DecisionRecord.model_validate_json(line)
+    assert record.response == "The capital of France is Paris."
+    assert (
+        record.audit.tier == "large" and record.audit.response is None and "BadRequest" in record.audit.error
+    )
+    assert len(router_server.requests) == 1

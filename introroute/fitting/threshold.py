@@ -17,6 +17,8 @@ A fitted value meets the target on the fit split by construction; on new queries
 about half the time when the fit sits right at the target. :class:`ThresholdFitter` therefore
 reports bootstrap 95% CIs and warns when the fit split is small or when the CI's half-width is
 larger than the slack between the achieved value and the target (fit with a ``margin`` then).
+With ``confidence`` (reliability targets), the fit requires the exact one-sided lower bound of
+the reliability (:func:`lower_bound`) to meet the target, and reports it next to the point.
 """
 
 from __future__ import annotations
