@@ -233,3 +233,20 @@ def test_a_failed_audit_is_recorded_and_never_reaches_the_caller(tmp_path, route
         record.audit.tier == "large" and record.audit.response is None and "BadRequest" in record.audit.error
     )
     assert len(router_server.requests) == 1
+
+
+def test_calibrate_on_an_ungraded_router_log_says_what_to_do(tmp_path, capsys):
+    """The issue's first try: calibrate on the log as the router wrote it (no prompts, no grades)."""
+    large = {"name": "large", "target": PROXY, "litellm_params": {"model": "openai/x", "mock_response": "hi"}}
+    config = {
+        "tiers": [{"name": "local", "target": "self"}, large],
+        "routing_log": str(tmp_path / "log.jsonl"),
+    }
+    (tmp_path / "router.yaml").write_text(json.dumps(config))  # JSON is YAML
+    router = Router.from_yaml(tmp_path / "router.yaml", gatekeeper=_gatekeeper())
+    for i in range(40):
+        router.completion(messages=[{"role": "user", "content": _question(i)}])
+    router.close()
+    argv = ["calibrate", "--log", str(tmp_path / "log.jsonl"), "--router", str(tmp_path / "router.yaml")]
+    assert cli([*argv, "--reliability", "0.9", "--diff"]) == 2
+    assert "grade the logged answers first: introroute label" in capsys.readouterr().err

@@ -143,7 +143,14 @@ def load_scored(config: RouterConfig, args: argparse.Namespace) -> tuple[ScoredL
         raise DataError(f"no record of {args.log} is in the splits {list(splits)}")
     logged = logged_scores(records, [t.target for t in tiers])
     if logged is not None:
-        return build_scored_log(records, tiers, {LOGGED: logged}, args.output_tokens), LOGGED, splits
+        try:
+            scored = build_scored_log(records, tiers, {LOGGED: logged}, args.output_tokens)
+        except DataError as exc:  # a router's log as written: its answers are not graded yet
+            raise DataError(
+                f"{exc}; grade the logged answers first: introroute label --log LOG --judge MODEL "
+                "--out labels.jsonl (audits give both tiers' outcomes), then calibrate --log labels.jsonl"
+            ) from None
+        return scored, LOGGED, splits
     if not all(r.meta.get("prompt_captured", True) for r in records):
         raise DataError(f"{args.log}: scoring needs the prompts: {NOT_CAPTURED}")
     scores = gatekeeper_scores(config, records, args.batch_size)

@@ -113,6 +113,7 @@ def _item_sets(args: argparse.Namespace, shuffle_seed: int | None) -> Iterator[l
 def label_router_log(args: argparse.Namespace) -> int:
     """``--log`` is a log the router wrote: grade its logged answers with ``--judge``."""
     from introroute.data.graders import judge_with_llm
+    from introroute.data.jsonl import iter_records
     from introroute.data.traffic import label_answers, read_decisions
 
     if not args.judge:
@@ -131,6 +132,13 @@ def label_router_log(args: argparse.Namespace) -> int:
     print(f"{written} new records in {time.perf_counter() - start:.0f} s -> {args.out}")
     for reason, count in counts.items():
         print(f"skipped {count}: {reason}")
+    graded: dict[str, list[bool]] = {}
+    for record in iter_records(args.out):
+        for target, outcome in record.outcomes.items():
+            if outcome.correct is not None:
+                graded.setdefault(target, []).append(outcome.correct)
+    for target, correct in graded.items():
+        print(f"{target}: {len(correct)} answers, judged correct {sum(correct) / len(correct):.3f}")
     return 0
 
 
