@@ -16,7 +16,7 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from introroute.errors import MessagesError
 from introroute.messages import normalize_messages
@@ -141,6 +141,16 @@ class DecisionRecord(BaseModel):
         default=None, description="paths of non-finite numbers written as null"
     )
     log_error: str | None = Field(default=None, description="why the record lost its decision")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unscored(cls, data: Any) -> Any:
+        """A line whose scores were not finite (written as null) keeps its place, not its decision:
+        reading it back must not fail the whole log, and a score that was NaN is no score."""
+        paths = data.get("nonfinite") if isinstance(data, dict) else None
+        if paths and any(str(p).startswith((".decision.scores", ".decision.raw_scores")) for p in paths):
+            return {**data, "decision": None}
+        return data
 
 
 def text_messages(messages: Any) -> list[dict[str, str]] | None:

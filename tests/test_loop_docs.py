@@ -250,3 +250,23 @@ def test_calibrate_on_an_ungraded_router_log_says_what_to_do(tmp_path, capsys):
     argv = ["calibrate", "--log", str(tmp_path / "log.jsonl"), "--router", str(tmp_path / "router.yaml")]
     assert cli([*argv, "--reliability", "0.9", "--diff"]) == 2
     assert "grade the logged answers first: introroute label" in capsys.readouterr().err
+
+
+def test_a_line_with_nonfinite_scores_is_skipped_not_fatal(tmp_path, capsys):
+    from introroute.data.records import load_logs
+
+    good = {"version": 1, "id": "a", "ts": "t", "target": "self", "response": "x"}
+    decision = {"router": "r", "tier": "local", "model": "m", "policy": "threshold", "scores": {"self": 0.9}}
+    lines = [
+        {**good, "decision": decision, "messages": [{"role": "user", "content": "q"}]},
+        {
+            **good,
+            "id": "b",
+            "decision": {**decision, "scores": {"self": None}},
+            "nonfinite": [".decision.scores.self"],
+        },
+    ]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    [record] = load_logs([str(tmp_path / "log.jsonl")])
+    assert record.id == "a" and record.meta["scores"] == {"self": 0.9} and record.dataset == "traffic"
+    assert "skipped 1 record(s): no decision recorded" in capsys.readouterr().err

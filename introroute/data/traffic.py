@@ -65,8 +65,10 @@ def answered(records: Iterable[DecisionRecord], skipped: dict[str, int]) -> list
     out = []
     for record in records:
         reason = None
-        if record.decision is None or record.error is not None:
+        if record.error is not None:
             reason = "no tier answered"
+        elif record.decision is None:
+            reason = "no decision recorded (log_error, or scores that were not finite)"
         elif record.id in seen:
             reason = "a repeat of an earlier prompt"
         if reason:
