@@ -270,3 +270,29 @@ def test_a_line_with_nonfinite_scores_is_skipped_not_fatal(tmp_path, capsys):
     [record] = load_logs([str(tmp_path / "log.jsonl")])
     assert record.id == "a" and record.meta["scores"] == {"self": 0.9} and record.dataset == "traffic"
     assert "skipped 1 record(s): no decision recorded" in capsys.readouterr().err
+
+
+def test_audits_past_the_queue_bound_are_logged_unaudited(tmp_path, monkeypatch):
+    from introroute.router import audit
+
+    monkeypatch.setattr(audit, "MAX_PENDING_PER_WORKER", 0)  # every audit finds the queue full
+    large = {
+        "name": "large",
+        "target": "gpt-4",
+        "litellm_params": {"model": "openai/x", "mock_response": "hi"},
+    }
+    config = {
+        "tiers": [{"name": "local", "target": "self"}, large],
+        "routing_log": str(tmp_path / "log.jsonl"),
+        "log_prompts": True,
+        "audit": {"share": 1.0},
+    }
+    router = Router.from_dict(config, gatekeeper=FakeGatekeeper())
+    for _ in range(3):
+        router.completion(messages=[{"role": "user", "content": "capital of France?"}])
+    router.close()
+    records = [
+        DecisionRecord.model_validate_json(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()
+    ]
+    assert len(records) == 3 and all(r.audit is None for r in records)
+    assert router.stats()["audits_dropped"] == 3

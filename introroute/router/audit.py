@@ -26,6 +26,10 @@ from introroute.router.secrets import Redactor
 
 logger = logging.getLogger(__name__)
 
+#: Audits waiting per worker at most; past it a sampled request is logged unaudited. Why: a slow
+#: or down reference tier must not grow a queue of held records (and their prompts) without bound.
+MAX_PENDING_PER_WORKER = 64
+
 
 def answer_text(response: Any) -> str | None:
     """The text of a non-streamed chat completion's first choice; None when it has none."""
@@ -65,6 +69,8 @@ class Auditor:
         self._log = log
         self._redactor = redactor
         self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="introroute-audit")
+        self._slots = threading.BoundedSemaphore(MAX_PENDING_PER_WORKER * config.workers)
+        self.dropped = 0  # sampled requests logged without an audit (queue full or closed)
 
     def wants(self, tier: str, stream: bool, error: str | None) -> bool:
         """Whether to audit a call answered by ``tier`` (streams and failed calls are not audited)."""
@@ -75,12 +81,24 @@ class Auditor:
 
     def submit(self, record: dict[str, Any], kwargs: Callable[[], dict[str, Any]]) -> None:
         """Ask the reference tier in the background, then write ``record`` with its answer."""
-        try:
-            self._pool.submit(self._run, record, kwargs)
-        except RuntimeError:  # closed: the record is still written, without an audit
-            self._log.write(record)
+        if self._slots.acquire(blocking=False):
+            try:
+                self._pool.submit(self._run, record, kwargs)
+                return
+            except RuntimeError:  # closed: the record is still written, without an audit
+                self._slots.release()
+        with self._rng_lock:
+            self.dropped += 1
+        self._log.write(record)
 
     def _run(self, record: dict[str, Any], kwargs: Callable[[], dict[str, Any]]) -> None:
+        try:
+            self._log.write(self._audited(record, kwargs))
+        finally:
+            self._slots.release()
+
+    def _audited(self, record: dict[str, Any], kwargs: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """``record`` with the reference tier's answer (or why there is none)."""
         tier = self.reference
         assert tier.litellm_params is not None  # validated: the reference tier is remote
         answer = AuditAnswer(tier=tier.name, target=tier.target, model=tier.litellm_params.model)
@@ -93,10 +111,10 @@ class Auditor:
             answer.error = self._redactor.redact(f"{type(exc).__name__}: {exc}")
         answer.latency_ms = round((time.perf_counter() - start) * 1000.0, 3)
         try:
-            record = {**record, "audit": self._redactor.redact(answer.model_dump())}
-        except Exception as exc:
+            return {**record, "audit": self._redactor.redact(answer.model_dump())}
+        except Exception as exc:  # the record is written without it
             logger.warning("introroute: audit of %s not recorded: %s", tier.name, type(exc).__name__)
-        self._log.write(record)
+            return record
 
     def close(self) -> None:
         """Wait for the audits in flight, then stop the pool."""

@@ -510,9 +510,13 @@ class Router:
         last two; ``queued`` is the queue depth now, ``batches`` and ``mean_batch_size`` describe
         the forwards run, ``batch_cost`` is the fitted cost model admission uses, ``state`` is the
         model's (``loading``, ``ready``, ``failed``) and ``load_s`` how long it took to load.
-        Empty for a router without a gatekeeper.
+        Empty for a router without a gatekeeper. With audit sampling, ``audits_dropped`` counts
+        sampled requests logged without an audit (too many audits waiting, or closed).
         """
-        return self._gatekeeping.stats() if self._gatekeeping else {}
+        stats = self._gatekeeping.stats() if self._gatekeeping else {}
+        if self._auditor is not None:
+            stats["audits_dropped"] = self._auditor.dropped
+        return stats
 
     def close(self) -> None:
         """Wait for audits in flight, and stop the gatekeeper's worker thread (requests still
