@@ -35,6 +35,7 @@ import numpy as np
 from introroute.errors import DataError
 from introroute.evaluation.metrics import bootstrap
 from introroute.evaluation.report import json_safe
+from introroute.routing_eval.deferral_options import add_arguments
 from introroute.routing_eval.metrics import (
     OperatingCurve,
     deferral_curve,
@@ -203,19 +204,6 @@ def _scores_from(
     names = list(rows[0]["scores"])
     scores = {name: np.array([row["scores"][name][target] for row in rows]) for name in names}
     return scores, np.array([float(row["labels"][target]) for row in rows])
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``introroute deferral``."""
-    parser.add_argument(
-        "--predictions", type=Path, required=True, help="predictions.jsonl from introroute eval"
-    )
-    parser.add_argument("--out", type=Path, required=True, help="directory for deferral.json/.md/.png")
-    parser.add_argument("--target", default="self", help="the local model's target")
-    parser.add_argument("--splits", nargs="+", help="only these splits (default: all rows)")
-    parser.add_argument("--reliability", type=float, default=0.95, help="reliability the shares are read at")
-    parser.add_argument("--versus", help="a scorer to compare the others with (e.g. minilm_ft)")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per CI")
 
 
 def run(args: argparse.Namespace) -> int:
