@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 # must work offline (set LITELLM_LOCAL_MODEL_COST_MAP=False before importing to get live prices).
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+from introroute.decision_log import DecisionRecord
 from introroute.errors import (
     ConfigError,
     GatekeeperError,
@@ -43,6 +44,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ConfigError",
     "Decision",
+    "DecisionRecord",
     "GatekeeperError",
     "IntroLM",
     "IntrorouteError",

@@ -17,13 +17,13 @@ ev --log "$EQ" --splits test test_unseen --out results/eq \
   --scorer introlm="$RUNS/ev_introlm/predictions.jsonl" --scorer nolora="$RUNS/ev_nolora/predictions.jsonl" --scorer minilm_ft="$RUNS/minilm_ft" \
   --scorer minilm_lr="$RUNS/minilm_lr" --scorer probe="$RUNS/probe" --scorer prior="$RUNS/prior" --scorer random
 for split in test test_unseen; do
-  "$BIN/python" -m introroute.routing_eval.deferral --predictions results/eq/predictions.jsonl --splits "$split" \
+  "$BIN/introroute" deferral --predictions results/eq/predictions.jsonl --splits "$split" \
     --reliability 0.95 --versus minilm_ft --out "results/eq/deferral_$split"
 done
 # The threshold preset's tau: reliability 0.95 on validation (policies/threshold.yaml).
 [[ -s "$RUNS/ev_val/predictions.jsonl" ]] || ev --log "$EQ" --splits validation --bootstrap 10 --out "$RUNS/ev_val" \
   --scorer introlm="$RUNS/introlm"
-"$BIN/python" scripts/eq_tau.py "$RUNS/ev_val/predictions.jsonl" --reliability 0.95
+"$BIN/introroute" tau "$RUNS/ev_val/predictions.jsonl" --reliability 0.95
 # The same `self` head where SmolLM2 is below chance (MMLU) and on a log mixing both kinds of traffic.
 ev --log self_smollm2_mmlu --splits test test_unseen --out results/eq_mmlu --scorer introlm="$RUNS/introlm" --scorer random
 ev --log "$EQ" self_smollm2_mmlu --splits test test_unseen --out results/eq_mixed --scorer random \

@@ -37,5 +37,5 @@ eq_eval_lane qv_r8 "$RUNS/qv_r8"
   --scorer introlm=results/eq/predictions.jsonl --scorer qv_r8="$RUNS/ev_qv_r8/predictions.jsonl" \
   --scorer minilm_ft=results/eq/predictions.jsonl --scorer probe=results/eq/predictions.jsonl
 cp "$RUNS/qv_r8/training_history.json" results/eq_recipe/training_history_qv_r8.json
-"$BIN/python" scripts/paired_auc.py "$RUNS/ev_qv_r8/predictions.jsonl:qv_r8" results/eq/predictions.jsonl:introlm \
+"$BIN/introroute" paired-auc "$RUNS/ev_qv_r8/predictions.jsonl:qv_r8" results/eq/predictions.jsonl:introlm \
   --out results/eq_recipe/paired_qv_r8_vs_introlm.json

@@ -43,5 +43,5 @@ P=results/mmlu_all/predictions.jsonl
 cp "$RUNS/refit/training_history.json" "$OUT/training_history.json"
 "$BIN/introroute" eval --overwrite --routing --predictions "$OUT/predictions.jsonl" "${LOGS[@]}" \
   --router policies/routellm_mmlu_2tier.yaml --out "$OUT/routing"
-"$BIN/python" scripts/paired_auc.py "$OUT/predictions.jsonl:introlm_refit" "$OUT/predictions.jsonl:introlm_shipped" \
+"$BIN/introroute" paired-auc "$OUT/predictions.jsonl:introlm_refit" "$OUT/predictions.jsonl:introlm_shipped" \
   --out "$OUT/paired_refit_vs_shipped.json"

@@ -26,5 +26,5 @@ P=results/mmlu/predictions.jsonl
 cp "$RUNS/mmlu_all/training_history.json" "$OUT/training_history.json"
 "$BIN/introroute" eval --overwrite --routing --predictions "$OUT/predictions.jsonl" "${LOGS[@]}" \
   --router policies/routellm_mmlu_2tier.yaml --out "$OUT/routing"
-"$BIN/python" scripts/paired_auc.py "$OUT/predictions.jsonl:introlm_all" "$OUT/predictions.jsonl:introlm" \
+"$BIN/introroute" paired-auc "$OUT/predictions.jsonl:introlm_all" "$OUT/predictions.jsonl:introlm" \
   --out "$OUT/paired_all_vs_1500.json"

@@ -126,10 +126,14 @@ class OpenAIServer:
     ``faults`` is a queue of per-request behaviours: an HTTP status (``500``, ``400``) or
     ``"hang"`` (sleep ``hang_s`` without answering, to trigger client timeouts). Without a fault
     the reply echoes the last user message; with ``tools`` and no tool result yet, it calls the
-    first tool. Every request body is kept in ``requests``, its headers in ``headers``.
+    first tool; ``reply`` replaces the echo (a fake judge). Every request body is kept in
+    ``requests``, its headers in ``headers``.
     """
 
-    def __init__(self, hang_s: float = 2.0) -> None:
+    def __init__(
+        self, hang_s: float = 2.0, reply: Callable[[list[dict[str, Any]]], str] | None = None
+    ) -> None:
+        self.reply = reply  # the answer's text from the messages (default: the echo)
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.faults: deque[Any] = deque()
@@ -181,6 +185,8 @@ class OpenAIServer:
                 "function": {"name": name, "arguments": '{"city": "Paris"}'},
             }
         text = None if tool_call else f"echo({len(messages)}): {_last_user_text(messages)}"
+        if self.reply is not None and not tool_call:
+            text = self.reply(messages)
         if body.get("stream"):
             return self._sse(h, body["model"], text, tool_call)
         message = {"role": "assistant", "content": text}

@@ -302,3 +302,33 @@ def test_calibrate_needs_no_api_key_and_keeps_env_references(tmp_path, monkeypat
     out = tmp_path / "fitted.yaml"
     assert cli(calibrate_args(paths, "--reliability", "0.7", "--out", str(out))) == 0
     assert "api_key: '${INTROROUTE_TEST_UNSET_KEY}'}" in out.read_text()
+
+
+def test_readme_form_works_on_predictions_of_a_default_eval(tmp_path, capsys):
+    """README: `calibrate --log LOGS --router policy.yaml --predictions P --reliability R --out F`, with P
+    from an `introroute eval` without --splits (test and test_unseen rows): the auto splits fit on
+    test and report on test_unseen, and a report split below the target says MISSED."""
+    from routing_support import write_predictions, write_records
+
+    records, scores = synthetic(600, seed=3)
+    records = [
+        r.model_copy(update={"split": "test" if i % 2 else "test_unseen"}) for i, r in enumerate(records)
+    ]
+    write_records(tmp_path / "log.jsonl", records)
+    write_predictions(tmp_path / "p.jsonl", records, {"introlm": scores["good"]})
+    (tmp_path / "policy.yaml").write_text(TWO_TIER_YAML)
+    argv = ["calibrate", "--log", str(tmp_path / "log.jsonl"), "--router", str(tmp_path / "policy.yaml")]
+    argv += [
+        "--predictions",
+        str(tmp_path / "p.jsonl"),
+        "--reliability",
+        "0.7",
+        "--json",
+        str(tmp_path / "r.json"),
+    ]
+    assert cli([*argv, "--out", str(tmp_path / "fitted.yaml"), "--bootstrap", "20"]) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert (result["fit"]["split"], result["report"]["split"]) == ("test", "test_unseen")
+    assert not result["report"]["target_met"]  # 0.683 on test_unseen (fitted 0.7 on test)
+    assert "MISSED quality >= 0.7" in capsys.readouterr().out
+    assert any(w.startswith("MISSED") for w in result["warnings"])

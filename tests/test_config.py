@@ -78,7 +78,7 @@ def test_unset_env_var_names_file_key_path_and_variable(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("patch", "expected"),
     [
-        ({"fallback": {}}, "fallback: unknown key; expected one of ['fail_safe', 'fallbacks',"),
+        ({"fallback": {}}, "fallback: unknown key; expected one of ['audit', 'fail_safe', 'fallbacks',"),
         (
             {"policy": {"type": "threshold", "params": {"tua": 1}}},
             "policy: policy 'threshold' got invalid parameters",

@@ -19,7 +19,13 @@ import introroute
 
 PACKAGE = Path(introroute.__file__).parent
 ROOT_INIT = "introroute.__init__"  # the public API: re-exports of the online path only
-CONTRACTS = {"introroute.errors", "introroute.messages", "introroute.scoring", "introroute.devices"}
+CONTRACTS = {
+    "introroute.errors",
+    "introroute.messages",
+    "introroute.scoring",
+    "introroute.devices",
+    "introroute.decision_log",
+}
 ONLINE = {
     ROOT_INIT,
     *CONTRACTS,
@@ -45,6 +51,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "introroute.messages": {"introroute.errors"},
     "introroute.scoring": set(),
     "introroute.devices": set(),  # device and dtype names, without torch (config validation, CLI)
+    # the routing log's record: written by the router, read by the offline commands
+    "introroute.decision_log": {"introroute.errors", "introroute.messages"},
     "introroute.policies": {"introroute.errors"},
     "introroute.gatekeeper": CONTRACTS,
     "introroute.router": CONTRACTS

@@ -33,8 +33,25 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "baseline": ("introroute.cli.baseline", "fit a baseline scorer (MiniLM, probe, prior) to compare"),
     "eval": ("introroute.cli.eval", "measure scorers (AUC, ECE, plots); --routing: replay a router"),
     "calibrate": ("introroute.cli.calibrate", "fit a router's policy knob (and calibration) to a target"),
+    "tau": ("introroute.cli.tau", "a threshold preset's tau from eval predictions (the paper's reliability)"),
+    "deferral": (
+        "introroute.cli.deferral",
+        "keep-local-or-defer curves of eval predictions (the paper's routing)",
+    ),
+    "paired-auc": ("introroute.cli.paired_auc", "two scorers' AUC on the same records, paired bootstrap"),
     "serve": ("introroute.cli.serve", "serve the gatekeeper over HTTP (batched; /score, /health, /metrics)"),
 }
+
+
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default, except where the help already says it (a default
+    computed later, such as an adapter's own layout) or there is nothing to show (None, False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action) or text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="<command>")
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)
-        command = sub.add_parser(name, help=help_text, description=help_text)
+        command = sub.add_parser(
+            name, help=help_text, description=help_text, formatter_class=DefaultsFormatter
+        )
         module.add_arguments(command)
         command.set_defaults(_main=module.main)
     return parser

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from introroute.routing_eval.replay import ScoredLog
 
 ON_THE_FLY = "gatekeeper"  # scorer name of scores computed here with the router's gatekeeper
+AUTO = "auto"
+LOGGED = "logged"  # scorer name of the scores a router logged (its own routing log as --log)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,8 +52,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--max-cost-per-query", type=float, metavar="USD", help="mean cost per query <= C")
     target.add_argument("--pgr", type=float, metavar="P", help="performance gap recovered >= P")
     parser.add_argument("--margin", type=float, default=0.0, help="fit to the target tightened by this much")
-    parser.add_argument("--fit-split", default="validation")
-    parser.add_argument("--report-split", default="test")
+    parser.add_argument(
+        "--confidence",
+        type=float,
+        metavar="C",
+        help="with --reliability: fit so that the one-sided C lower confidence bound (exact binomial) "
+        "meets the target, not only the point; both are reported",
+    )
+    parser.add_argument(
+        "--fit-split",
+        default=AUTO,
+        help="split the knob is fitted on; auto: validation, else test ('introroute eval' without "
+        "--splits predicts test and test_unseen only)",
+    )
+    parser.add_argument(
+        "--report-split",
+        default=AUTO,
+        help="held-out split the fitted router is reported on; auto: test, else test_unseen",
+    )
     parser.add_argument("--recalibrate", choices=["platt", "isotonic"], help="also fit score calibration")
     out = parser.add_mutually_exclusive_group(required=True)
     out.add_argument("--out", type=Path, help="write the fitted router YAML here")
@@ -65,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=8, help="gatekeeper scoring batch (no --predictions)"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
 
 
 def _target(args: argparse.Namespace) -> Any:
@@ -93,24 +111,63 @@ def gatekeeper_scores(
     return {ON_THE_FLY: {t: probabilities[:, i] for i, t in enumerate(gk.targets)}}
 
 
-def load_scored(config: RouterConfig, args: argparse.Namespace) -> tuple[ScoredLog, str]:
-    """The fit and report splits, joined with scores from --predictions or the gatekeeper."""
+def resolve_splits(fit: str, report: str, available: set[str]) -> tuple[str, str]:
+    """``auto`` splits made concrete from the splits the data has (see ``--fit-split``)."""
+    if fit == AUTO:
+        fit = next((s for s in ("validation", "test") if s in available), "validation")
+    if report == AUTO:
+        report = next((s for s in ("test", "test_unseen") if s in available and s != fit), "test")
+    return fit, report
+
+
+def load_scored(config: RouterConfig, args: argparse.Namespace) -> tuple[ScoredLog, str, tuple[str, str]]:
+    """The fit and report splits (``auto`` resolved), joined with scores from --predictions, the
+    router's logged scores, or the gatekeeper."""
     from introroute.data.records import load_logs, select
-    from introroute.errors import DataError
+    from introroute.data.traffic import NOT_CAPTURED
+    from introroute.errors import ConfigError, DataError
     from introroute.routing_eval.replay import build_scored_log, join_predictions, read_predictions
 
-    splits = [args.fit_split, args.report_split]
     tiers = [t.info() for t in config.tiers]
-    if args.predictions is not None:
-        records, scores = join_predictions(
-            load_logs(args.log), read_predictions(args.predictions), [args.scorer], splits
+    records = load_logs(args.log, need_messages=args.predictions is not None)
+    predictions = read_predictions(args.predictions) if args.predictions is not None else None
+    available = {row.get("split") for row in predictions.rows} if predictions else {r.split for r in records}
+    splits = resolve_splits(args.fit_split, args.report_split, available)
+    if splits[0] == splits[1]:
+        raise ConfigError(
+            f"--fit-split and --report-split are both {splits[0]!r}; report on held-out queries"
         )
-        return build_scored_log(records, tiers, scores, args.output_tokens), args.scorer
-    records = select(load_logs(args.log), splits)
+    if predictions is not None:
+        records, scores = join_predictions(records, predictions, [args.scorer], splits)
+        return build_scored_log(records, tiers, scores, args.output_tokens), args.scorer, splits
+    records = select(records, splits)
     if not records:
-        raise DataError(f"no record of {args.log} is in the splits {splits}")
+        raise DataError(f"no record of {args.log} is in the splits {list(splits)}")
+    logged = logged_scores(records, [t.target for t in tiers])
+    if logged is not None:
+        try:
+            scored = build_scored_log(records, tiers, {LOGGED: logged}, args.output_tokens)
+        except DataError as exc:  # a router's log as written: its answers are not graded yet
+            raise DataError(
+                f"{exc}; grade the logged answers first: introroute label --log LOG --judge MODEL "
+                "--out labels.jsonl (audits give both tiers' outcomes), then calibrate --log labels.jsonl"
+            ) from None
+        return scored, LOGGED, splits
+    if not all(r.meta.get("prompt_captured", True) for r in records):
+        raise DataError(f"{args.log}: scoring needs the prompts: {NOT_CAPTURED}")
     scores = gatekeeper_scores(config, records, args.batch_size)
-    return build_scored_log(records, tiers, scores, args.output_tokens), ON_THE_FLY
+    return build_scored_log(records, tiers, scores, args.output_tokens), ON_THE_FLY, splits
+
+
+def logged_scores(records: Sequence[RoutingRecord], targets: Sequence[str]) -> dict[str, np.ndarray] | None:
+    """The scores a router logged for every tier target (before calibration), when every record
+    has them: a router's own log is re-fitted on what its gatekeeper said, without re-scoring."""
+    import numpy as np
+
+    logged = [r.meta.get("scores") for r in records]
+    if not all(isinstance(s, dict) and all(t in s for t in targets) for s in logged):
+        return None
+    return {t: np.array([float(s[t]) for s in logged]) for t in dict.fromkeys(targets)}
 
 
 def _calibrated_targets(log: ScoredLog, scorer: str) -> list[tuple[int, str]]:
@@ -154,8 +211,14 @@ def _print_report(report: Mapping[str, Any], stream: Any) -> None:
             if cell["value"] is None:
                 continue
             ci = f" [{cell['lo']:.4g}, {cell['hi']:.4g}]" if cell["lo"] is not None else ""
+            if cell.get("bound") is not None:
+                ci += f" (lower {cell['confidence']:g} bound {cell['bound']:.4g})"
             cells.append(f"{name} {cell['value']:.4g}{ci}")
-        print(f"  {split} split {data['split']} ({data['n']} queries): " + "; ".join(cells), file=stream)
+        missed = "" if data["target_met"] else f" MISSED {report['target']}"
+        print(
+            f"  {split} split {data['split']} ({data['n']} queries): " + "; ".join(cells) + missed,
+            file=stream,
+        )
     split = report["report"]["split"]
     for target, ece in (report.get("recalibration") or {}).get("ece", {}).items():
         print(f"  ECE {target} on {split}: {ece['ece_before']:.4f} -> {ece['ece_after']:.4f}", file=stream)
@@ -172,10 +235,6 @@ def main(args: argparse.Namespace) -> int:
     target = _target(args)
     if args.out is not None and args.out.resolve() == args.router.resolve():
         raise ConfigError(f"--out {args.out} is the input YAML; use --in-place to overwrite it")
-    if args.fit_split == args.report_split:
-        raise ConfigError(
-            f"--fit-split and --report-split are both {args.fit_split!r}; report on held-out queries"
-        )
     for flag, path in (
         ("--out", args.out),
         ("--json", args.json),
@@ -183,10 +242,10 @@ def main(args: argparse.Namespace) -> int:
     ):
         if path is not None:  # before the fit; --in-place means to replace --router
             check_output(path, overwrite=args.overwrite or flag == "--router", flag=flag)
-    log, scorer = load_scored(config, args)
+    log, scorer, (fit_split, report_split) = load_scored(config, args)
     for reason, count in log.dropped.items():
         print(f"introroute calibrate: dropped {count} record(s): {reason}", file=sys.stderr)
-    fit, report = log.split(args.fit_split), log.split(args.report_split)
+    fit, report = log.split(fit_split), log.split(report_split)
     warnings: list[str] = []
     calibration_out: dict[str, Any] | None = None
     recalibration: dict[str, Any] | None = None
@@ -204,7 +263,14 @@ def main(args: argparse.Namespace) -> int:
     fit, report = fit.calibrated(scorer, calibrators), report.calibrated(scorer, calibrators)
 
     fitter = ThresholdFitter(
-        config.policy.type, config.policy.params, target, scorer, args.bootstrap, args.seed, args.min_queries
+        config.policy.type,
+        config.policy.params,
+        target,
+        scorer,
+        args.bootstrap,
+        args.seed,
+        args.min_queries,
+        confidence=args.confidence,
     ).fit(fit)
     warnings += fitter.warnings_
     result = {
@@ -216,11 +282,23 @@ def main(args: argparse.Namespace) -> int:
         "target": target.describe(),
         "scorer": scorer,
         "dropped": dict(log.dropped),
-        "fit": {"split": args.fit_split, **fitter.fit_report_},
-        "report": {"split": args.report_split, **fitter.evaluate(report)},
+        "fit": {"split": fit_split, **fitter.fit_report_},
+        "report": {"split": report_split, **fitter.evaluate(report)},
         "recalibration": recalibration,
         "warnings": warnings,
     }
+    held_out = result["report"]
+    cell = held_out[target.metric]
+    if not held_out["target_met"]:
+        warnings.append(
+            f"MISSED: on the report split {report_split!r} {target.metric} is {cell['value']:.4g}, short of "
+            f"the target {target.describe()}: new traffic like it will miss it too"
+        )
+    elif not held_out.get("bound_met", True):
+        warnings.append(
+            f"on the report split {report_split!r} the lower {cell['confidence']:g} bound of {target.metric} "
+            f"is {cell['bound']:.4g}, below the target: its {held_out['n']} queries cannot confirm it"
+        )
     original = args.router.read_text(encoding="utf-8")
     text, note = edit_router_yaml(original, {fitter.knob_: fitter.value_}, calibration_out)
     if note:

@@ -37,7 +37,9 @@ SCORE_CHUNK = 64  # IntroLM prompts per progress step
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_log_argument(parser)
     parser.add_argument("--targets", nargs="+", help="target names as in the log (not with --routing)")
-    parser.add_argument("--splits", nargs="+", default=["test", "test_unseen"])
+    parser.add_argument(
+        "--splits", nargs="+", default=["test", "test_unseen"], help="splits to score and report"
+    )
     parser.add_argument(
         "--scorer",
         action="append",
@@ -66,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="seeded random subset of the selected records")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per CI")
     parser.add_argument("--batch-size", type=int, default=8, help="IntroLM scoring batch")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of --limit and the bootstrap")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
 
 

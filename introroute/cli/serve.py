@@ -22,8 +22,8 @@ from introroute.server.options import API_KEY_ENV, ServeOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (loopback only)")
+    parser.add_argument("--port", type=int, default=8765, help="TCP port to listen on")
     parser.add_argument("--adapter", help="adapter directory (default: the shipped adapter, if any)")
     parser.add_argument(
         "--base", help="base model: smollm2-135m-instruct, gemma-3-270m, a .gguf file or an HF directory"
@@ -70,7 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"require 'Authorization: Bearer KEY' on /score and /metrics (default: ${API_KEY_ENV}; "
         "prefer the variable: a flag shows in the process list)",
     )
-    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="server log level",
+    )
 
 
 def load_scorer(args: argparse.Namespace) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,21 @@ from introroute.data.paths import add_log_argument
 from introroute.devices import add_device_arguments
 from introroute.errors import ConfigError
 
+CHANCE_AUC = 0.55
+"""Below this validation AUC a head hardly ranks better than a coin (0.5): warn loudly."""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_log_argument(parser)
-    parser.add_argument("--targets", nargs="+", required=True, help="target names as in the log ('self'...)")
+    parser.add_argument(
+        "--targets",
+        nargs="+",
+        required=True,
+        metavar="HEAD[=OUTCOME]",
+        help="heads to train, named as the log's outcomes ('self'...); HEAD=OUTCOME trains head HEAD on "
+        "the outcomes logged under OUTCOME (gpt-4o=gpt-4-1106-preview: a router log keys answers by "
+        "tier target)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="adapter directory to write")
     add_overwrite_argument(parser)
     parser.add_argument("--base", help="packaged name, .gguf or HF dir (default: smollm2-135m-instruct)")
@@ -33,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--from-adapter",
         help="start from a trained adapter (a directory, or 'default': the shipped one) instead of a "
         "fresh LoRA: its placement, rank, [INTRO] tokens and heads are kept; --targets names the heads "
-        "that learn (a subset of its targets; the others keep their weights)",
+        "that learn (the others keep their weights); a target it has no head for (a new remote model, "
+        "e.g. gpt-4o) gets a fresh one",
     )
     parser.add_argument(
         "--heads-only",
@@ -47,10 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["no", "bf16", "fp16"],
         help="autocast the forwards (default: what accelerate launch configured, else no)",
     )
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--patience", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=4, help="passes over the train split at most")
+    parser.add_argument("--batch-size", type=int, default=8, help="records per optimiser step")
+    parser.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate")
+    parser.add_argument(
+        "--patience", type=int, default=2, help="stop after this many epochs without a better validation AUC"
+    )
     # The paper's placement at r=32 beat q_proj/v_proj at r=8 on every validation epoch of the
     # EntityQuestions side-by-side (README "Results: factual QA"), so it is the command's default.
     parser.add_argument("--lora-r", type=int, help="LoRA rank (default 32); 0 = no LoRA ([INTRO] row + head)")
@@ -73,14 +88,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cache-dir when they outgrow RAM; epoch: recompute them each epoch (a large model on a GPU)",
     )
     parser.add_argument("--cache-dir", help="--prompt-cache disk: where (default: the system's temp dir)")
-    parser.add_argument("--cache-dtype", choices=["float32", "bfloat16", "float16"], default="bfloat16")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--cache-dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default="bfloat16",
+        help="dtype of the kept prompt caches",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and --limit-*")
     parser.add_argument("--no-class-weight", action="store_true", help="plain BCE (no pos_weight)")
-    parser.add_argument("--label-smoothing", type=float, default=0.0)
-    parser.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
+    parser.add_argument("--label-smoothing", type=float, default=0.0, help="BCE label smoothing")
+    parser.add_argument(
+        "--schedule", choices=["constant", "cosine"], default="constant", help="learning-rate schedule"
+    )
     parser.add_argument("--warmup", type=float, default=0.0, help="warm-up, as a fraction of all steps")
     parser.add_argument("--max-grad-norm", type=float, help="clip gradients to this norm")
-    parser.add_argument("--threads", type=int)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own)")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help=f"exit 1 when a trained head's validation AUC is below {CHANCE_AUC} (or unknown)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -103,12 +130,14 @@ def main(args: argparse.Namespace) -> int:
     check_output(args.out, overwrite=args.overwrite, directory=True)  # before hours of training
     if args.threads:
         torch.set_num_threads(args.threads)
+    heads, keys = head_names(args.targets)
+    args.targets = heads
     records = load_logs(args.log)
     train_records = select(records, ["train"], args.limit_train, args.seed)
     val_records = select(records, ["validation"], args.limit_val, args.seed)
     # Labels first: a wrong target name fails here, before the base model is loaded.
-    train_examples = to_examples(train_records, args.targets)
-    val_examples = to_examples(val_records, args.targets)
+    train_examples = to_examples(train_records, keys)
+    val_examples = to_examples(val_records, keys)
     device = resolve_device(args.device, args.dtype)  # no GPU here: fail before loading anything
     state = PartialState(cpu=device.type == "cpu")
     if device.type == "cuda" and device.index is None:
@@ -163,10 +192,43 @@ def main(args: argparse.Namespace) -> int:
             return 0  # the main process saved the adapter and writes the history
         summary = {"best_epoch": result.best_epoch, "best_val_auc": result.best_val_auc}
         summary |= {"seconds": result.seconds, "device": str(device), "processes": state.num_processes}
+        weak = chance_heads(result.history, result.best_epoch, args.targets)
+        summary["warnings"] = weak
         history = json.dumps(summary | {"history": result.history}, indent=2)
         (work / "training_history.json").write_text(history + "\n")
         print(json.dumps(summary))
-    return 0
+    for warning in weak:
+        print(f"introroute train: WARNING: {warning}", file=sys.stderr)
+    return 1 if weak and args.strict else 0
+
+
+def chance_heads(history: Sequence[dict[str, Any]], best_epoch: int, targets: Sequence[str]) -> list[str]:
+    """What is wrong with the trained heads at the kept epoch: AUC below :data:`CHANCE_AUC`, or none.
+
+    Why loud: a head at chance still produces confident-looking probabilities, and a router
+    built on it routes at random (a 40-record log gave AUC 0.19 without a word).
+    """
+    row = history[best_epoch - 1] if 0 < best_epoch <= len(history) else {}
+    out = []
+    for target in targets:
+        auc = row.get(f"val_auc/{target}")
+        if auc is None:
+            out.append(f"{target!r} has no validation AUC (no validation labels of both classes)")
+        elif auc < CHANCE_AUC:
+            out.append(
+                f"{target!r} validation AUC {auc:.3f} < {CHANCE_AUC} (0.5 is chance): the head does not rank "
+                "answers; label more queries, or check the labels"
+            )
+    return out
+
+
+def head_names(specs: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``HEAD[=OUTCOME]`` specs as (head names, outcome keys); duplicates are a ConfigError."""
+    pairs = [spec.split("=", 1) if "=" in spec else [spec, spec] for spec in specs]
+    heads, keys = [p[0] for p in pairs], [p[1] for p in pairs]
+    if not all(heads + keys) or len(set(heads)) != len(heads):
+        raise ConfigError(f"--targets: distinct non-empty HEAD[=OUTCOME] names, got {list(specs)}")
+    return heads, keys
 
 
 def _start_adapter(args: argparse.Namespace, device: Any) -> Any:
@@ -180,8 +242,8 @@ def _start_adapter(args: argparse.Namespace, device: Any) -> Any:
     gk = IntroLM.from_pretrained(
         str(directory), base=args.base, max_context=args.max_context, device=str(device), dtype=args.dtype
     )
-    if unknown := [t for t in args.targets if t not in gk.targets]:
-        raise ConfigError(f"adapter {directory} has no head for {unknown}; its targets are {gk.targets}")
+    if added := gk.add_targets(args.targets):  # the log has outcomes for them (to_examples checked)
+        print(f"adapter {directory}: new head(s) {added} next to {gk.targets[: -len(added)]}")
     return gk
 
 

@@ -223,16 +223,24 @@ JUDGE_PROMPT = (
     "{response}\n\nIs the candidate's final answer the same as the reference? Reply with exactly one "
     "word: CORRECT or INCORRECT."
 )
+JUDGE_ALONE_PROMPT = (
+    "You grade answers. Question:\n{question}\n\nCandidate answer:\n{response}\n\nIs the candidate's "
+    "final answer correct? Reply with exactly one word: CORRECT or INCORRECT."
+)
 
 
-def judge_with_llm(question: str, response: str, gold: str, model: str, **completion_kwargs: Any) -> Grade:
+def judge_with_llm(
+    question: str, response: str, gold: str | None, model: str, **completion_kwargs: Any
+) -> Grade:
     """Ask an LLM (any LiteLLM model string) whether ``response`` matches ``gold``.
 
-    For answers rules cannot read (free-form text). ``parsed`` is the judge's verdict word, None
-    when the judge replied something else; extra kwargs (``api_base``, ``mock_response``) go to
-    ``litellm.completion``.
+    For answers rules cannot read (free-form text). Without ``gold`` (live traffic that no
+    reference model answered) the judge grades the answer on its own knowledge. ``parsed`` is
+    the judge's verdict word, None when the judge replied something else; extra kwargs
+    (``api_base``, ``mock_response``) go to ``litellm.completion``.
     """
-    prompt = JUDGE_PROMPT.format(question=question, gold=gold, response=response or "(empty)")
+    template = JUDGE_ALONE_PROMPT if gold is None else JUDGE_PROMPT
+    prompt = template.format(question=question, gold=gold, response=response or "(empty)")
     reply = litellm.completion(
         model=model,
         messages=[{"role": "user", "content": prompt}],

@@ -16,14 +16,16 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from introroute.data.rawfiles import json_object
 from introroute.data.schema import RoutingRecord
 from introroute.errors import DataError
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
 
 
 def _describe(exc: ValidationError) -> str:
@@ -35,14 +37,19 @@ def _describe(exc: ValidationError) -> str:
 
 def parse_record(line: str, where: str) -> RoutingRecord:
     """Parse one JSONL line; ``where`` (``file:line``) prefixes every error message."""
+    return parse_model(RoutingRecord, line, where)
+
+
+def parse_model(model: type[M], line: str, where: str) -> M:
+    """One JSONL line as ``model``; ``where`` (``file:line``) prefixes every error message."""
     data = json_object(line, where)
     try:
-        return RoutingRecord.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise DataError(f"{where}: {_describe(exc)}") from exc
 
 
-def _open_text(path: Path) -> io.TextIOBase:
+def open_text(path: Path) -> io.TextIOBase:
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
     return open(path, encoding="utf-8")
@@ -54,19 +61,24 @@ def iter_records(path: str | os.PathLike[str]) -> Iterator[RoutingRecord]:
     Blank lines are ignored. A last line without a newline that does not parse is an unfinished
     append: it is skipped with a warning. Any other bad line raises :class:`DataError`.
     """
+    return iter_models(RoutingRecord, path)
+
+
+def iter_models(model: type[M], path: str | os.PathLike[str]) -> Iterator[M]:
+    """:func:`iter_records` for any line schema (the router's ``DecisionRecord`` too)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: routing log not found")
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"
             if line.endswith("\n"):
-                yield parse_record(line, where)
+                yield parse_model(model, line, where)
                 continue
             try:  # only the last line can lack its newline
-                record = parse_record(line, where)
+                record = parse_model(model, line, where)
             except DataError:
                 log.warning("%s: skipping a truncated last line (an append that never finished)", where)
                 return

@@ -10,7 +10,7 @@ import argparse
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 from introroute.data.benchmarks import (
     DATASETS,
@@ -36,17 +36,25 @@ from introroute.errors import ConfigError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``introroute label``."""
-    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    parser.add_argument(
+        "--datasets", nargs="+", choices=DATASETS, default=list(DATASETS), help="benchmarks to label"
+    )
     parser.add_argument(
         "--log",
         help="label the records of this routing log (vendored name or JSONL) instead of --datasets: "
-        "the same messages the log's other targets answered",
+        "the same messages the log's other targets answered; a log the router wrote is not answered "
+        "again: --judge grades the answers it logged (and its audits' reference answers)",
     )
     parser.add_argument(
         "--splits", nargs="+", choices=get_args(Split), help="with --log: only records of these splits"
     )
     parser.add_argument("--out", type=Path, default=Path("labels/self.jsonl"), help="JSONL to append to")
-    parser.add_argument("--backend", choices=("hf", "litellm"), default="hf")
+    parser.add_argument(
+        "--backend",
+        choices=("hf", "litellm"),
+        default="hf",
+        help="hf: a local model; litellm: any LiteLLM model",
+    )
     parser.add_argument(
         "--model",
         help="hf: packaged name, .gguf file or HF directory (default: the packaged SmolLM2); "
@@ -62,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PID",
         help="entityquestions: only these relations (default: all); --limit then applies per relation",
     )
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=8, help="prompts generated together (hf)")
     parser.add_argument("--max-new-tokens", type=int, help="override the per-task default (16/8/320)")
     parser.add_argument("--seed", type=int, default=0, help="option-shuffle and --limit sampling seed")
     parser.add_argument("--no-shuffle", action="store_true", help="keep the original option order")
@@ -103,9 +111,45 @@ def _item_sets(args: argparse.Namespace, shuffle_seed: int | None) -> Iterator[l
             yield load_benchmark(dataset, args.data_root, shuffle_seed, args.split_seed)
 
 
+def label_router_log(args: argparse.Namespace) -> int:
+    """``--log`` is a log the router wrote: grade its logged answers with ``--judge``."""
+    from introroute.data.graders import judge_with_llm
+    from introroute.data.jsonl import iter_records
+    from introroute.data.traffic import label_answers, read_decisions
+
+    if not args.judge:
+        raise ConfigError(
+            f"--log {args.log} is a router's log: grading its logged answers needs --judge MODEL"
+        )
+
+    def judge(question: str, answer: str, reference: str | None) -> Any:
+        return judge_with_llm(question, answer, reference, args.judge)
+
+    start = time.perf_counter()
+    counts = label_answers(
+        read_decisions(args.log), judge, args.out, judge_name=args.judge, progress=not args.no_progress
+    )
+    written = counts.pop("written")
+    print(f"{written} new records in {time.perf_counter() - start:.0f} s -> {args.out}")
+    for reason, count in counts.items():
+        print(f"skipped {count}: {reason}")
+    graded: dict[str, list[bool]] = {}
+    for record in iter_records(args.out):
+        for target, outcome in record.outcomes.items():
+            if outcome.correct is not None:
+                graded.setdefault(target, []).append(outcome.correct)
+    for target, correct in graded.items():
+        print(f"{target}: {len(correct)} answers, judged correct {sum(correct) / len(correct):.3f}")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     """Label each dataset into ``--out`` (resuming), then print and write the summary."""
     RecordAppender(args.out).close()  # --out can be appended to: checked before the model loads
+    from introroute.data.traffic import is_decision_log
+
+    if args.log and is_decision_log(args.log):
+        return label_router_log(args)
     if args.backend == "litellm":
         if not args.model:
             raise ConfigError("--backend litellm needs --model (a LiteLLM model string)")

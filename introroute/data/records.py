@@ -11,20 +11,27 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from introroute.data import traffic
 from introroute.data.jsonl import read_records
 from introroute.data.paths import VENDORED_DIR, vendored_path
 from introroute.data.schema import RoutingRecord
 from introroute.errors import DataError
 
 
-def load_log(spec: str) -> list[RoutingRecord]:
-    """``spec`` is a JSONL(.gz) path, or the name of a vendored log (``routellm_mmlu``...)."""
+def load_log(spec: str, *, need_messages: bool = True) -> list[RoutingRecord]:
+    """``spec`` is a JSONL(.gz) path, or the name of a vendored log (``routellm_mmlu``...).
+
+    A log the router wrote (decision records) is converted (:mod:`introroute.data.traffic`);
+    ``need_messages=False`` keeps its calls whose prompt was not captured.
+    """
     if (VENDORED_DIR / f"{spec}.jsonl.gz").is_file():
         return read_records(vendored_path(spec))
+    if traffic.is_decision_log(spec):
+        return traffic.to_routing_records(traffic.read_decisions(spec), spec, need_messages=need_messages)
     return read_records(spec)
 
 
-def load_logs(specs: Sequence[str]) -> list[RoutingRecord]:
+def load_logs(specs: Sequence[str], *, need_messages: bool = True) -> list[RoutingRecord]:
     """Several logs as one: records with the same id are one query, their outcomes are merged.
 
     Why merge instead of concatenate: a self-labelled file adds the local model's outcome to
@@ -35,7 +42,7 @@ def load_logs(specs: Sequence[str]) -> list[RoutingRecord]:
     """
     merged: dict[str, RoutingRecord] = {}
     for spec in specs:
-        for record in load_log(spec):
+        for record in load_log(spec, need_messages=need_messages):
             seen = merged.get(record.id)
             if seen is None:
                 merged[record.id] = record

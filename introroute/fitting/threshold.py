@@ -17,6 +17,8 @@ A fitted value meets the target on the fit split by construction; on new queries
 about half the time when the fit sits right at the target. :class:`ThresholdFitter` therefore
 reports bootstrap 95% CIs and warns when the fit split is small or when the CI's half-width is
 larger than the slack between the achieved value and the target (fit with a ``margin`` then).
+With ``confidence`` (reliability targets), the fit requires the exact one-sided lower bound of
+the reliability (:func:`lower_bound`) to meet the target, and reports it next to the point.
 """
 
 from __future__ import annotations
@@ -90,6 +92,20 @@ class FitTarget:
         return f"{self.metric} {bound} {self.value:g}{margin}"
 
 
+def lower_bound(share: np.ndarray, n: int, confidence: float) -> np.ndarray:
+    """One-sided Clopper-Pearson lower bound of a proportion observed as ``share`` of ``n``.
+
+    Why exact (beta quantiles) rather than the bootstrap: audits are few, and near a share of 1
+    (reliability 0.95+) the bootstrap's interval collapses onto the point; the exact bound does not.
+    """
+    from scipy.stats import beta
+
+    k = np.rint(np.asarray(share, dtype=float) * n)
+    with np.errstate(invalid="ignore"):
+        bound = beta.ppf(1.0 - confidence, k, n - k + 1)
+    return np.where(k <= 0, 0.0, bound)
+
+
 def _reference(log: ScoredLog) -> tuple[float, float]:
     """Quality of always-cheapest and always-most-expensive tier (PGR's endpoints)."""
     return float(log.correct[:, 0].mean()), float(log.correct[:, -1].mean())
@@ -132,6 +148,7 @@ class ThresholdFitter:
         n_boot: int = 1000,
         seed: int = 0,
         min_queries: int = MIN_QUERIES,
+        confidence: float | None = None,
     ) -> None:
         if policy_type not in KNOBS:
             raise PolicyError(
@@ -146,6 +163,11 @@ class ThresholdFitter:
         self.n_boot = n_boot
         self.seed = seed
         self.min_queries = min_queries
+        if confidence is not None and not (0.5 <= confidence < 1):
+            raise PolicyError(f"confidence must be in [0.5, 1), got {confidence}")
+        if confidence is not None and target.kind != "reliability":
+            raise PolicyError("a confidence bound applies to a reliability target only")
+        self.confidence = confidence
 
     def _metrics(self, log: ScoredLog) -> dict[str, np.ndarray]:
         """Every distinct routing's metrics on ``log`` (one entry per knob value)."""
@@ -167,6 +189,8 @@ class ThresholdFitter:
 
     def _choose(self, metrics: Mapping[str, np.ndarray], log: ScoredLog) -> int:
         achieved = metrics[self.target.metric]
+        if self.confidence is not None:  # the bound must meet the target, not only the point
+            achieved = lower_bound(achieved, len(log), self.confidence)
         if np.isnan(achieved).all():
             raise DataError(
                 f"{self.target.metric} is unknown on this log (no prices for cost, or equal tiers for PGR)"
@@ -223,6 +247,11 @@ class ThresholdFitter:
             report[name] = {"value": point, "lo": lo, "hi": hi}
         report["tier_shares"] = {t.name: float((result.choice == i).mean()) for i, t in enumerate(log.tiers)}
         report["target_met"] = bool(self.target.met(report[self.target.metric]["value"]))
+        if self.confidence is not None:
+            bound = float(lower_bound(np.array([report["quality"]["value"]]), n, self.confidence)[0])
+            report["quality"]["bound"] = bound
+            report["quality"]["confidence"] = self.confidence
+            report["bound_met"] = bool(self.target.met(bound))
         return report
 
     def _fitted_params(self) -> dict[str, Any]:
@@ -251,3 +280,26 @@ class ThresholdFitter:
                     f"new traffic may miss the target; refit with --margin {half:.2g} or on more queries"
                 )
         return out
+
+
+def preset_tau(p: np.ndarray, y: np.ndarray, reliability: float) -> dict[str, float]:
+    """The lowest P(self) threshold whose kept-local queries keep the paper's reliability.
+
+    Reliability is ``1 - share of all queries kept local and answered wrongly`` (an escalated
+    query counts as answered well, as the IntroLM paper counts its large model): the measure
+    that needs only the local model's labels, so it fits a threshold preset from an ``eval``'s
+    predictions alone, where :class:`ThresholdFitter` needs every tier's outcome. The threshold
+    is rounded up to 3 decimals: a preset never keeps more than the fit allows.
+    """
+    order = np.argsort(-p, kind="stable")
+    wrong_kept = np.cumsum(1 - y[order])  # kept local = the k highest scores
+    ok = np.nonzero(1 - wrong_kept / len(y) >= reliability)[0]
+    k = int(ok[-1]) + 1 if len(ok) else 0
+    tau = float(p[order][k - 1]) if k else 1.0
+    preset = float(np.ceil(tau * 1000) / 1000)
+    return {
+        "n": len(y),
+        "tau": preset,
+        "kept_local": float(np.mean(p >= preset)),
+        "reliability": 1 - float(np.sum((p >= preset) * (1 - y))) / len(y),
+    }

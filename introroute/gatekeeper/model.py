@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -193,6 +193,30 @@ class IntroLM(torch.nn.Module):
         intro_lm = cls(peft_model, plain, base, head, config, intro_ids, base_vocab_size)
         intro_lm.eval()
         return intro_lm
+
+    def add_targets(self, targets: Sequence[str]) -> list[str]:
+        """Grow the head by a fresh row for each target it lacks (a remote model added later).
+
+        Why a row, not a new head: the rows share the [INTRO] hidden state, so a new model's
+        head trains on top of the existing LoRA (``train --from-adapter A --heads-only``) while
+        the existing rows are copied bit for bit. Returns the targets added.
+        """
+        new = [t for t in dict.fromkeys(targets) if t not in self.config.targets]
+        if not new:
+            return []
+        old = self.head
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(self.config.seed + len(self.config.targets))
+            extra = torch.nn.Linear(old.in_features, len(new))
+            torch.nn.init.normal_(extra.weight, std=0.02)
+            head = torch.nn.Linear(old.in_features, old.out_features + len(new)).to(old.weight.device)
+            head.weight.copy_(torch.cat([old.weight.detach().float(), extra.weight.to(old.weight.device)]))
+            head.bias.copy_(
+                torch.cat([old.bias.detach().float(), torch.zeros(len(new), device=old.weight.device)])
+            )
+        self.head = head
+        self.config = replace(self.config, targets=[*self.config.targets, *new])
+        return new
 
     def _apply(self, fn: Any, recurse: bool = True) -> IntroLM:
         """``.to()``/``.half()``/...: the fast-path view holds its own buffer references, so

@@ -47,6 +47,8 @@ Schema (YAML)::
     fallbacks: {local: large}         # tier -> tier or list of tiers, tried after retries
     fail_safe: large                  # default: the last tier
     routing_log: routing.jsonl        # JSONL records (relative to the working dir); null: off
+    log_prompts: false                # also log prompt and answer text (default: a hash id only)
+    audit: {share: 0.05, tier: large} # also ask `large` for 5% of the requests cheaper tiers answered
 
 Checked at load, so a config cannot silently misroute: every tier ``target`` is a head of the
 configured adapter (read from its ``introroute.json``), every tier ``model`` resolves to a LiteLLM
@@ -498,6 +500,23 @@ def _as_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
+class AuditConfig(_Strict):
+    """Send a share of the requests a cheaper tier answered also to a reference tier.
+
+    Why: the routing log then holds both answers for a random sample of the kept-cheap traffic,
+    so the live reliability of the cheaper tiers can be judged (``introroute label --judge``) and
+    the threshold re-fitted on it (``introroute calibrate``). The reference call runs in the
+    background after the caller has its answer, and never changes what the caller gets.
+    """
+
+    share: float = Field(gt=0.0, le=1.0, description="share of the eligible requests that are audited")
+    tier: str | None = Field(
+        default=None, description="the reference tier (a remote one); default: the last tier"
+    )
+    seed: int | None = Field(default=None, description="seed of the sampling (None: not reproducible)")
+    workers: int = Field(default=2, ge=1, description="reference calls in flight at most")
+
+
 class RouterConfig(_Strict):
     """A whole router: gatekeeper, tiers, policy, retries, fallbacks, fail-safe tier and log."""
 
@@ -509,6 +528,14 @@ class RouterConfig(_Strict):
     fallbacks: dict[str, Annotated[list[str], BeforeValidator(_as_list)]] = Field(default_factory=dict)
     fail_safe: str | None = None
     routing_log: str | None = None
+    log_prompts: bool = Field(
+        default=False,
+        description="also write each prompt and answer as text to the routing log (off: only a "
+        "SHA-256 id of the prompt); needed to label, train or audit from the log",
+    )
+    audit: AuditConfig | None = Field(
+        default=None, description="audit sampling: kept-cheap requests also answered by a reference tier"
+    )
 
     _secrets: frozenset[str] = PrivateAttr(default=frozenset())
 
@@ -545,7 +572,24 @@ class RouterConfig(_Strict):
                 raise ValueError(
                     f"gatekeeper.calibration.{target}: no tier uses this target; expected one of {targets}"
                 )
+        self._check_audit(names)
         return self
+
+    def _check_audit(self, names: list[str]) -> None:
+        if self.audit is None:
+            return
+        if self.routing_log is None or not self.log_prompts:
+            raise ValueError("audit: needs routing_log and log_prompts: true (it logs both answers)")
+        tier = self.audit.tier or names[-1]
+        if tier not in names:
+            raise ValueError(f"audit.tier: unknown tier {tier!r}; expected one of {names}")
+        if self.tier(tier).local or names.index(tier) == 0:
+            raise ValueError(f"audit.tier: {tier!r} must be a remote tier above the cheapest one")
+
+    @property
+    def audit_tier(self) -> TierConfig | None:
+        """The reference tier of audit sampling, when configured."""
+        return self.tier(self.audit.tier or self.tiers[-1].name) if self.audit else None
 
     @property
     def fail_safe_tier(self) -> str:

@@ -12,50 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from litellm import CustomStreamWrapper
-from pydantic import BaseModel, ConfigDict, Field
+
+from introroute.decision_log import Decision
 
 HIDDEN_KEY = "introroute"
-
-
-class Decision(BaseModel):
-    """Everything needed to explain or replay one routed request."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    router: str
-    tier: str = Field(description="the tier that answered (after any fallbacks)")
-    model: str = Field(description="its LiteLLM model string")
-    scores: dict[str, float] = Field(
-        default_factory=dict,
-        description="P(success) per target as the policy saw it (calibrated when configured)",
-    )
-    raw_scores: dict[str, float] | None = Field(
-        default=None, description="the gatekeeper's scores before calibration; None without calibration"
-    )
-    policy: str
-    policy_params: dict[str, Any] = Field(default_factory=dict)
-    policy_tier: str | None = Field(default=None, description="the policy's own choice; None on fail-safe")
-    policy_detail: dict[str, Any] = Field(default_factory=dict, description="numbers behind the choice")
-    gatekeeper_ms: float | None = Field(
-        default=None,
-        description="time this request spent in scoring, queueing included (also when it was shed or "
-        "timed out); None without a gatekeeper",
-    )
-    queue_ms: float | None = Field(default=None, description="of gatekeeper_ms, the wait for its batch")
-    batch_size: int | None = Field(default=None, description="requests in the forward that scored it")
-    truncated: bool = Field(default=False, description="the gatekeeper scored a truncated prompt")
-    fail_safe_reason: str | None = None
-    reason: str | None = Field(
-        default=None,
-        description="why the fail-safe tier was used, as a code: overload or loading (shed: the "
-        "gatekeeper was busy or not ready), timeout, load_failed, error, invalid_scores, "
-        "invalid_request (the gatekeeper cannot read the messages), missing_head (no score for a "
-        "tier's target), policy_error; None when the policy decided",
-    )
-    overrides: list[str] = Field(default_factory=list, description="why the planned tier was changed")
-    attempts: int = 0
-    fallbacks_used: list[str] = Field(default_factory=list)
-    errors: list[str] = Field(default_factory=list, description="'tier: ErrorType' per failed attempt")
+__all__ = ["HIDDEN_KEY", "Decision", "RoutedStream", "aread_ahead", "attach", "decision", "read_ahead"]
 
 
 # What a stream holds in ``_introroute_ahead``: nothing read ahead, or a stream that had no chunk.

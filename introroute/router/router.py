@@ -13,6 +13,7 @@ answered, every tier failed, no tier could read the request, or cancelled (``Can
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import os
 import time
@@ -21,10 +22,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from introroute.decision_log import DecisionRecord, prompt_id, text_messages
 from introroute.errors import ConfigError, IntrorouteError, MessagesError, PolicyError, RoutingError
 from introroute.messages import check_messages, normalize_messages
 from introroute.policies import Policy, PolicyChoice, RequestContext, build_policy
 from introroute.router import api, heads, local_tier
+from introroute.router.audit import Auditor, answer_text, usage_of
 from introroute.router.calibration import ScoreCalibrator
 from introroute.router.config import GatekeeperConfig, RouterConfig, TierConfig, load_config
 from introroute.router.decision import Decision, attach
@@ -115,6 +118,12 @@ class Router:
         self._redactor = Redactor(config.secrets())
         protect_logs(config.secrets())  # LiteLLM's and the HTTP clients' log records too
         self._log = RoutingLog(config.routing_log) if config.routing_log else None
+        reference = config.audit_tier
+        self._auditor = (
+            Auditor(config.audit, reference, [t.name for t in config.tiers], self._log, self._redactor)
+            if config.audit and reference and self._log
+            else None
+        )
         local = next((t for t in config.tiers if t.local), None)
         self._local_name = local.name if local else None
         self._gatekeeping = self._make_gatekeeping(gatekeeper)
@@ -445,18 +454,51 @@ class Router:
                 attach(response, decision)
             except Exception as exc:  # an odd response object: the answer matters more
                 logger.warning("introroute %s: cannot attach the decision: %s", self.name, exc)
-        if self._log is not None:
-            usage = None if run.request.stream else getattr(response, "usage", None)
-            prompt, completion = (getattr(usage, k, None) for k in ("prompt_tokens", "completion_tokens"))
-            self._log.write(
-                decision,
-                stream=run.request.stream,
-                latency_ms=(time.perf_counter() - run.request.started) * 1000.0,
-                usage={"prompt_tokens": prompt, "completion_tokens": completion} if usage else None,
-                error=error,
-                router=self.name,
-            )
+        if self._log is None:
+            return response
+        record = self._log_record(run, decision, response, error)
+        answered = decision.get("tier") if isinstance(decision, dict) else None
+        if self._auditor is not None and self._auditor.wants(str(answered), run.request.stream, error):
+            reference = self._auditor.reference
+            self._auditor.submit(record, lambda: self._kwargs_for(run.request, {})(reference))
+        else:
+            self._log.write(record)
         return response
+
+    def _log_record(
+        self, run: _Run, decision: dict[str, Any], response: Any, error: str | None
+    ) -> dict[str, Any]:
+        """The routing-log line of a call: a redacted :class:`DecisionRecord` dump; never raises."""
+        request = run.request
+        base = {
+            "id": prompt_id(request.messages),
+            "ts": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "router": self.name,
+            "stream": request.stream,
+            "latency_ms": round((time.perf_counter() - request.started) * 1000.0, 3),
+            "error": error,
+        }
+        try:
+            tier = next((t for t in self.config.tiers if t.name == decision.get("tier")), None)
+            captured = self.config.log_prompts
+            messages = text_messages(request.messages) if captured else None
+            record = DecisionRecord(
+                **base,
+                decision=decision,
+                target=tier.target if tier else None,
+                usage=None if request.stream else usage_of(response),
+                messages=messages,
+                response=answer_text(response) if captured and not request.stream else None,
+            )
+            return self._redactor.redact(record.model_dump())
+        except Exception as exc:  # a decision that is not a valid record: keep the line, say why
+            logger.warning("introroute %s: routing record not valid: %s", self.name, type(exc).__name__)
+            return {
+                **base,
+                "version": 1,
+                "decision": None,
+                "log_error": f"invalid record: {type(exc).__name__}",
+            }
 
     def completion(self, **kwargs: Any) -> Any:
         """Route and answer; takes and returns what ``litellm.completion`` does."""
@@ -484,12 +526,20 @@ class Router:
         ``by_reason`` splits the last two; ``queued`` is the queue depth now, ``batches`` and
         ``mean_batch_size`` describe the forwards run, ``batch_cost`` is the fitted cost model
         admission uses, ``state`` is the model's (``loading``, ``ready``, ``failed``) and ``load_s``
-        how long it took to load. Empty for a router without a gatekeeper.
+        how long it took to load. Empty for a router without a gatekeeper. With audit sampling,
+        ``audits_dropped`` counts sampled requests logged without an audit (too many audits
+        waiting, or closed).
         """
-        return self._gatekeeping.stats() if self._gatekeeping else {}
+        stats = self._gatekeeping.stats() if self._gatekeeping else {}
+        if self._auditor is not None:
+            stats["audits_dropped"] = self._auditor.dropped
+        return stats
 
     def close(self) -> None:
-        """Stop the gatekeeper's worker thread (requests still queued go to the fail-safe tier)."""
+        """Wait for audits in flight, and stop the gatekeeper's worker thread (requests still
+        queued go to the fail-safe tier)."""
+        if self._auditor is not None:
+            self._auditor.close()
         if self._gatekeeping is not None:
             self._gatekeeping.close()
 

@@ -2,24 +2,25 @@
 
 Why a log of its own: routing quality is judged offline (how often did the cheap tier answer,
 what did it cost, would another threshold have done better), and policies can be replayed over
-these records. Records carry no message text (privacy) and pass through the router's redactor
-(secrets). A failing disk must not fail requests, so write errors are logged and dropped; but a
-path that cannot be written at all is a :class:`ConfigError` when the router is built, not a
-warning per request.
+these records. Records carry no message text unless ``log_prompts`` is on (privacy) and pass
+through the router's redactor (secrets). A failing disk must not fail requests, so write errors
+are logged and dropped; but a path that cannot be written at all is a :class:`ConfigError`
+when the router is built, not a warning per request.
 
 Every line is strict JSON (``allow_nan=False``): a non-finite number anywhere in a record is
 written as ``null`` and listed in ``nonfinite``, and a record that cannot be serialised at all
 is replaced by one that says so, so each routed call still leaves exactly one parseable line.
 
-Record fields: ``ts`` (UTC ISO-8601), ``router``, ``decision`` (a :class:`Decision` dump),
-``stream``, ``latency_ms`` (to the response, or to a stream's first chunk), ``usage``
-(``prompt_tokens``/``completion_tokens`` when known), ``error`` (set when no tier answered:
-every tier failed, no tier could read the request, or the call was cancelled).
+Each line is a :class:`introroute.decision_log.DecisionRecord` (typed and versioned; its fields
+are described there): ``id`` (a hash of the prompt), ``ts``, ``router``, ``decision``, ``target``,
+``stream``, ``latency_ms``, ``usage``, ``error`` (set when no tier answered: every tier failed, no
+tier could read the request, or the call was cancelled), and with ``log_prompts`` the prompt and
+answer text; ``outcome`` is a slot for the user's own grade and ``audit`` holds the reference
+tier's answer of an audited request.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import math
@@ -41,35 +42,19 @@ class RoutingLog:
         self._lock = threading.Lock()
         check_writable(self.path)
 
-    def write(
-        self,
-        decision: dict[str, Any] | None,
-        *,
-        stream: bool,
-        latency_ms: float,
-        usage: dict[str, int] | None = None,
-        error: str | None = None,
-        router: str | None = None,
-    ) -> None:
-        """Append one record; ``decision`` must already be redacted. Never raises."""
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record (a :class:`DecisionRecord` dump, already redacted). Never raises."""
         try:
-            record = {
-                "ts": dt.datetime.now(dt.timezone.utc).isoformat(),
-                "router": router if router is not None else (decision or {}).get("router"),
-                "decision": decision,
-                "stream": stream,
-                "latency_ms": round(latency_ms, 3),
-                "usage": usage,
-                "error": error,
-            }
             line = _dumps(record)
         except Exception as exc:  # nothing about one record may cost the caller its answer
             line = _dumps(
                 {
-                    "ts": dt.datetime.now(dt.timezone.utc).isoformat(),
-                    "router": router,
+                    "version": record.get("version"),
+                    "id": record.get("id"),
+                    "ts": record.get("ts"),
+                    "router": record.get("router"),
                     "decision": None,
-                    "error": error,
+                    "error": record.get("error"),
                     "log_error": f"record not serialisable: {type(exc).__name__}",
                 }
             )

@@ -14,7 +14,7 @@ decode on top. Always-large pays the large model alone. The defaults are the pap
 model (an 8B-like local model: 321.77 ms TTFT + 17.97 ms/token; a 32B-like remote one: 859.9 ms
 + 85.64 ms/token) for a short factual answer.
 
-``python -m introroute.routing_eval.deferral --predictions P --out DIR`` reads a
+``introroute deferral --predictions P --out DIR`` reads a
 ``predictions.jsonl`` written by ``introroute eval`` and writes ``deferral.json``,
 ``deferral.md`` and ``deferral.png`` (every scorer's curve, random and oracle on one plot).
 """
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ import numpy as np
 from introroute.errors import DataError
 from introroute.evaluation.metrics import bootstrap
 from introroute.evaluation.report import json_safe
+from introroute.routing_eval.deferral_options import add_arguments
 from introroute.routing_eval.metrics import (
     OperatingCurve,
     deferral_curve,
@@ -204,18 +206,8 @@ def _scores_from(
     return scores, np.array([float(row["labels"][target]) for row in rows])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--predictions", type=Path, required=True, help="predictions.jsonl from introroute eval"
-    )
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--target", default="self", help="the local model's target")
-    parser.add_argument("--splits", nargs="+", help="only these splits (default: all rows)")
-    parser.add_argument("--reliability", type=float, default=0.95)
-    parser.add_argument("--versus", help="a scorer to compare the others with (e.g. minilm_ft)")
-    parser.add_argument("--bootstrap", type=int, default=1000)
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """``introroute deferral``: curves, table and plot of every scorer in ``--predictions``."""
     scores, correct = _scores_from(args.predictions, args.target, args.splits)
     result = evaluate(scores, correct, args.reliability, n_boot=args.bootstrap)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -225,6 +217,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     plot(result, args.out / "deferral.png")
     print(table)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Deprecated ``python -m introroute.routing_eval.deferral``: ``introroute deferral`` now."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    print(
+        "python -m introroute.routing_eval.deferral is deprecated: use 'introroute deferral'", file=sys.stderr
+    )
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -4,18 +4,11 @@ Reads two ``predictions.jsonl`` files written by ``introroute eval`` and, on the
 reports per target the pooled and within-subject ROC-AUC of each scorer and their difference, with
 a paired percentile bootstrap (the same resampled records for both, stratified by subject as
 ``introroute eval`` does; within-subject AUC size-weighted as there), which is tighter than
-comparing two separately bootstrapped intervals.
-
-    python scripts/paired_auc.py results/mmlu_nolora/predictions.jsonl:introlm_nolora \
-        results/mmlu_allproj_r16/predictions.jsonl:introlm_allproj_r16 \
-        --out results/mmlu_nolora/paired_vs_lora_allproj_r16.json
-    python scripts/paired_auc.py results/mmlu_nolora/predictions.jsonl:introlm_nolora \
-        results/mmlu/predictions.jsonl:introlm --out results/mmlu_nolora/paired_vs_lora_shipped.json
+comparing two separately bootstrapped intervals. ``introroute paired-auc A:SCORER B:SCORER``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -32,6 +25,7 @@ def _read(spec: str) -> tuple[str, dict[str, dict]]:
 
 
 def compare(a: str, b: str, resamples: int, seed: int) -> dict:
+    """The paired report of ``PREDICTIONS.jsonl:SCORER`` ``a`` against ``b`` (see the module doc)."""
     (name_a, rows_a), (name_b, rows_b) = _read(a), _read(b)
     ids = sorted(set(rows_a) & set(rows_b))
     targets = [t for t in rows_a[ids[0]]["scores"][name_a] if t in rows_b[ids[0]]["scores"][name_b]]
@@ -56,22 +50,3 @@ def compare(a: str, b: str, resamples: int, seed: int) -> dict:
             for n, v, low, high in zip(names, point, lo, hi, strict=True)
         }
     return report
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("a", help="PREDICTIONS.jsonl:SCORER")
-    parser.add_argument("b", help="PREDICTIONS.jsonl:SCORER")
-    parser.add_argument("--resamples", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    report = compare(args.a, args.b, args.resamples, args.seed)
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
-
-
-if __name__ == "__main__":
-    main()
