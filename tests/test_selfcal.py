@@ -26,6 +26,15 @@ def test_general_qa_asks_recall_questions_without_their_options(synthetic_data: 
     assert not open_question("What is hot?", "all of the above")
 
 
+def test_country_capitals_are_capitals_of_named_countries(synthetic_data: Path) -> None:
+    items = load_benchmark("country-capitals")
+    assert {i.messages[0]["content"] for i in items} == {
+        "What is the capital of France?"
+    }  # Japan: named twice
+    assert all(i.id.startswith("country-capitals/entityquestions/P36/") for i in items)
+    assert {i.split for i in items} <= {"validation", "test"} and items[0].options == ("Paris",)
+
+
 def test_a_short_answer_log_is_labelled_against_its_aliases() -> None:
     record = RoutingRecord(
         id="probe/1",

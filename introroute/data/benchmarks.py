@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,16 @@ from introroute.data.short_answer import normalize
 from introroute.data.splits import DEFAULT_SEED, assign_split, pick_unseen_subjects, split_of, unit_hash
 from introroute.errors import DataError
 
-DATASETS = ("arc-easy", "arc-challenge", "boolq", "mmlu", "gsm8k", "entityquestions", "general-qa")
+DATASETS = (
+    "arc-easy",
+    "arc-challenge",
+    "boolq",
+    "mmlu",
+    "gsm8k",
+    "entityquestions",
+    "general-qa",
+    "country-capitals",
+)
 MC_INSTRUCTION = "Answer with the letter of the correct option."
 YESNO_INSTRUCTION = "Answer yes or no."
 GSM8K_INSTRUCTION = (
@@ -364,26 +374,51 @@ def load_general_qa(root: Path | None = None, split_seed: int = DEFAULT_SEED) ->
         answer = item.options[LETTERS.index(item.gold)]
         if not open_question(question, answer):
             continue
-        item_id = f"general-qa/{item.id}"
-        split: Split = "validation" if unit_hash(split_seed, f"general:{item_id}") < 0.5 else "test"
+        meta = {
+            "source_split": item.meta.get("source_split", "test"),  # MMLU rows: its test CSVs
+            "answers": [answer],
+            "from": item.dataset,
+        }
         items.append(
-            BenchmarkItem(
-                id=item_id,
-                dataset="general-qa",
+            _halves(
+                item,
+                "general-qa",
+                split_seed,
                 kind="short",
-                split=split,
                 messages=_user(question),
                 gold=answer,
                 options=(answer,),
                 subject=item.subject or item.dataset,
-                meta={
-                    "source_split": item.meta.get("source_split", "test"),  # MMLU rows: its test CSVs
-                    "answers": [answer],
-                    "from": item.dataset,
-                },
+                meta=meta,
             )
         )
     return items
+
+
+def _halves(item: BenchmarkItem, dataset: str, split_seed: int, **changes: Any) -> BenchmarkItem:
+    """``item`` as an item of ``dataset``, in the seeded half ``validation`` or ``test``: for
+    sets that only measure (nothing trained on), so a threshold is fitted on one half, reported
+    on the other."""
+    item_id = f"{dataset}/{item.id}"
+    split: Split = "validation" if unit_hash(split_seed, f"general:{item_id}") < 0.5 else "test"
+    return replace(item, id=item_id, dataset=dataset, split=split, **changes)
+
+
+def load_country_capitals(
+    root: Path | None = None, split_seed: int = DEFAULT_SEED, trained: frozenset[str] = frozenset()
+) -> list[BenchmarkItem]:
+    """EntityQuestions' "What is the capital of [X]?" (P36) where X is a country (an answer of
+    P17, "Which country is [X] located in?", given at least 3 times): the common-facts end of a
+    relation the `self` head was trained on, where SmolLM2 is mostly right and wrong answers
+    ("Lumbak" for Bhutan) score high. ``trained``: ids the head was trained on, left out."""
+    items = load_entityquestions(root, split_seed, ["P17", "P36"])
+    named = Counter(item.gold for item in items if item.subject == "P17")
+    countries = {country for country, n in named.items() if n >= 3}
+    return [
+        _halves(item, "country-capitals", split_seed)
+        for item in items
+        if item.subject == "P36" and item.meta["entity"] in countries and item.id not in trained
+    ]
 
 
 def load_benchmark(
@@ -398,10 +433,18 @@ def load_benchmark(
         "gsm8k": lambda: load_gsm8k(root, split_seed),
         "entityquestions": lambda: load_entityquestions(root, split_seed),
         "general-qa": lambda: load_general_qa(root, split_seed),
+        "country-capitals": lambda: load_country_capitals(root, split_seed, _trained_ids()),
     }
     if name not in loaders:
         raise DataError(f"unknown benchmark {name!r}; expected one of {', '.join(DATASETS)}")
     return loaders[name]()
+
+
+def _trained_ids() -> frozenset[str]:
+    """Ids of the vendored EntityQuestions labels' train split: the packaged `self` head saw them."""
+    from introroute.data.records import load_log
+
+    return frozenset(r.id for r in load_log("self_smollm2_entityquestions") if r.split == "train")
 
 
 _OPTION_LINE = re.compile(r"^([A-J])[.)]\s+(.*)$")
