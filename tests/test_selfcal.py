@@ -88,6 +88,8 @@ def test_fit_holds_on_every_source_and_reports_held_out_bounds(tmp_path: Path) -
         assert lo <= cell["reliability"]["value"] <= hi and cell["n"] == 400
     pooled = selfcal.fit(rows, 0.95, ["validation"], ["test"], rule="pooled")
     assert pooled["tau"] == result["tau_pooled"]
+    given = selfcal.fit(rows, 0.95, ["validation"], ["test"], tau=0.0)  # keeps everything local
+    assert given["rule"] == "given" and given["held_out"]["honest"]["kept_local"]["value"] == 1.0
     assert "| overconfident | 400 |" in selfcal.markdown(result)
 
 

@@ -113,8 +113,10 @@ def fit(
     fit_splits: Sequence[str],
     report_splits: Sequence[str],
     rule: str = "every",
+    tau: float | None = None,
 ) -> dict[str, Any]:
-    """Per-source and pooled thresholds on ``fit_splits``; the chosen one's outcomes everywhere."""
+    """Per-source and pooled thresholds on ``fit_splits``; the chosen one's outcomes everywhere
+    (or those of a given ``tau``, e.g. the one a preset ships, to compare)."""
     fit_sets = _by_source(rows, fit_splits)
     if not fit_sets:
         raise DataError(f"no rows in the fit splits {list(fit_splits)}")
@@ -122,7 +124,7 @@ def fit(
     pooled_p = np.concatenate([p for p, _ in fit_sets.values()])
     pooled_y = np.concatenate([y for _, y in fit_sets.values()])
     pooled = lowest_tau(pooled_p, pooled_y, reliability)
-    tau = max(per_source.values()) if rule == "every" else pooled
+    chosen = tau if tau is not None else max(per_source.values()) if rule == "every" else pooled
     platt = fit_calibrator(pooled_p, pooled_y, "platt")
 
     def table(splits: Sequence[str], threshold: float) -> dict[str, Any]:
@@ -134,13 +136,13 @@ def fit(
 
     return {
         "reliability_target": reliability,
-        "rule": rule,
-        "tau": tau,
+        "rule": rule if tau is None else "given",
+        "tau": chosen,
         "tau_per_source": per_source,
         "tau_pooled": pooled,
         "platt": platt.to_config(),
-        "fit": table(fit_splits, tau),
-        "held_out": table(report_splits, tau),
+        "fit": table(fit_splits, chosen),
+        "held_out": table(report_splits, chosen),
     }
 
 
@@ -225,12 +227,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="every",
         help="every: the target holds on each source of the fit split; pooled: on their mix",
     )
+    parser.add_argument("--tau", type=float, help="report this threshold instead of the fitted one")
     parser.add_argument("--log", type=Path, nargs="*", default=[], help="labelled logs with the probe's text")
     parser.add_argument("--itemize", nargs="*", default=[], help="sources listed question by question")
     parser.add_argument("--out", type=Path, required=True, help="directory for report.json and report.md")
     args = parser.parse_args(argv)
     rows = read_rows(args.predictions, args.scorer, args.target)
-    result = fit(rows, args.reliability, args.fit_splits, args.report_splits, args.rule)
+    result = fit(rows, args.reliability, args.fit_splits, args.report_splits, args.rule, args.tau)
     result["probe"] = itemized(rows, args.log, args.itemize, result["tau"])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
