@@ -2,11 +2,12 @@
 # Issue 20 item 3: fit the threshold preset's tau where the `self` head is used (docs/selfcal.md).
 # SmolLM2's own graded answers on general recall questions (`general-qa`: ARC/MMLU questions asked
 # without options, vendored as self_smollm2_general), on EntityQuestions' capitals of countries
-# (`country-capitals`: the demo's kind of common fact, self_smollm2_capitals) and on a 17-question probe, the packaged
-# adapter's `self` scores on them and on EntityQuestions validation, then one threshold that meets
-# reliability 0.95 on every source of the validation mix, reported per source on held-out splits.
-# Resumable: labelling skips labelled ids, an eval whose predictions exist is skipped.
-#   bash scripts/selfcal.sh          (~45 min on 2 busy cores; one torch thread per step)
+# (`country-capitals`: the demo's kind of common fact, self_smollm2_capitals) and on a 17-question
+# probe; the packaged adapter's `self` scores on them and on EntityQuestions validation; then one
+# threshold that meets reliability 0.95 on every source of the validation mix, reported per source
+# on held-out splits. Resumable: labelling skips labelled ids, an eval whose predictions exist is
+# skipped, a vendored label file is not relabelled.
+#   bash scripts/selfcal.sh    (~30 min on 2 busy cores: labelling 14 min, scoring 15 min, 1 thread)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
