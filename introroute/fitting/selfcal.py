@@ -232,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--itemize", nargs="*", default=[], help="sources listed question by question")
     parser.add_argument("--out", type=Path, required=True, help="directory for report.json and report.md")
     args = parser.parse_args(argv)
+    if not 0 < args.reliability <= 1:
+        parser.error(f"--reliability must be in (0, 1], got {args.reliability}")
     rows = read_rows(args.predictions, args.scorer, args.target)
     result = fit(rows, args.reliability, args.fit_splits, args.report_splits, args.rule, args.tau)
     result["probe"] = itemized(rows, args.log, args.itemize, result["tau"])
