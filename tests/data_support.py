@@ -199,12 +199,20 @@ def build_synthetic_data(root: Path) -> Path:
     return root
 
 
-EQ_TEMPLATES = {"P36": "What is the capital of [X]?", "P276": "Where is [X] located?"}
-EQ_ROWS = {"P36": [("France", ["Paris"]), ("Japan", ["Tokyo"])], "P276": [("Louvre", ["Paris"])]}
+EQ_TEMPLATES = {
+    "P36": "What is the capital of [X]?",
+    "P276": "Where is [X] located?",
+    "P17": "Which country is [X] located in?",
+}
+EQ_ROWS = {
+    "P36": [("France", ["Paris"]), ("Japan", ["Tokyo"])],
+    "P276": [("Louvre", ["Paris"])],
+    "P17": [("Lyon", ["France"]), ("Nice", ["France"]), ("Osaka", ["Japan"])],  # France: a country 4 times
+}
 
 
 def write_entityquestions(root: Path) -> Path:
-    """A miniature EntityQuestions folder (two relations, the same rows in train and dev)."""
+    """A miniature EntityQuestions folder (three relations, the same rows in train and dev)."""
     folder = root / "entityquestions"
     (folder / "relation_query_templates.json").parent.mkdir(parents=True, exist_ok=True)
     (folder / "relation_query_templates.json").write_text(json.dumps(EQ_TEMPLATES), encoding="utf-8")

@@ -84,3 +84,23 @@ def test_self_labels_line_up_with_the_routellm_records(vendored: dict[str, list]
     for split, limit in (("train", 1500), ("validation", 300)):
         assert all("self" in r.outcomes for r in select(merged, [split], limit, 0))
     assert all("self" in r.outcomes for r in select(merged, ["test", "test_unseen"], 1500, 0))
+
+
+@pytest.mark.skipif(not (data_root() / "entityquestions").is_dir(), reason="public data folder not present")
+def test_selfcal_labels_are_the_loaders_questions() -> None:
+    """self_smollm2_general / _capitals (docs/selfcal.md): every question the loader builds, once,
+    as asked, in the loader's split; the accuracies ATTRIBUTION.md states."""
+    from introroute.data.benchmarks import load_benchmark
+
+    for name, dataset, n, accuracy in (
+        ("self_smollm2_general", "general-qa", 1378, 0.102),
+        ("self_smollm2_capitals", "country-capitals", 105, 0.524),
+    ):
+        records = {r.id: r for r in read_records(vendored_path(name))}
+        items = {i.id: i for i in load_benchmark(dataset)}
+        assert set(records) == set(items) and len(records) == n, name
+        for item_id, item in items.items():
+            record = records[item_id]
+            assert (record.split, record.messages[0].content) == (item.split, item.messages[0]["content"])
+        right = sum(r.outcomes["self"].correct for r in records.values())
+        assert right / n == pytest.approx(accuracy, abs=5e-4), name

@@ -59,7 +59,7 @@ def test_grade_short_kind_uses_every_alias() -> None:
 
 def test_entityquestions_items_split_by_entity_and_hold_out_relations(tmp_path: Path) -> None:
     items = load_entityquestions(write_entityquestions(tmp_path), unseen=frozenset({"P276"}))
-    assert len(items) == 6
+    assert len(items) == 12  # 6 rows of 3 relations, train and dev
     france = [i for i in items if i.meta["entity"] == "France"]
     assert len({i.split for i in france}) == 1  # one entity, one split (train and dev copies)
     assert {i.split for i in items if i.subject == "P276"} == {"test_unseen"}

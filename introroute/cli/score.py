@@ -122,9 +122,12 @@ EXPLANATION = """\
 What the numbers mean:
   self  = P(SmolLM2-135M itself answers this well), read from its own prefill by the [INTRO]
           head. It was trained on SmolLM2's graded answers to ~10,000 factual questions
-          (EntityQuestions): it knows famous facts and not the long tail, and the head learned
-          to tell which is which (README, Results: within-relation ROC-AUC on held-out entities).
-          It is a ranking more than a calibrated probability: routers use a fitted threshold.
+          (EntityQuestions) and ranks famous facts above the long tail, but it is not a calibrated
+          probability: on common facts a wrong answer can score high (the capital of Bhutan, 0.87).
+          Routers use a fitted threshold: the threshold preset's was fitted so that at most 5% of
+          questions are kept local and answered wrongly on each of EntityQuestions, capitals of
+          countries and general recall questions (docs/selfcal.md); above it, 1 local answer in 3
+          (EntityQuestions) or in 6 (capitals of countries) is still wrong.
   other = P(that remote model answers well), learned from RouteLLM's MMLU log (7,579 train
           questions). These heads are weak (within-subject ROC-AUC 0.60 Mixtral, 0.66 GPT-4):
           treat them as a rough prior."""

@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,19 @@ from introroute.data.paths import data_root, require
 from introroute.data.rawfiles import csv_rows, jsonl_rows
 from introroute.data.schema import RoutingRecord, Split
 from introroute.data.short_answer import normalize
-from introroute.data.splits import DEFAULT_SEED, assign_split, pick_unseen_subjects, split_of
+from introroute.data.splits import DEFAULT_SEED, assign_split, pick_unseen_subjects, split_of, unit_hash
 from introroute.errors import DataError
 
-DATASETS = ("arc-easy", "arc-challenge", "boolq", "mmlu", "gsm8k", "entityquestions")
+DATASETS = (
+    "arc-easy",
+    "arc-challenge",
+    "boolq",
+    "mmlu",
+    "gsm8k",
+    "entityquestions",
+    "general-qa",
+    "country-capitals",
+)
 MC_INSTRUCTION = "Answer with the letter of the correct option."
 YESNO_INSTRUCTION = "Answer yes or no."
 GSM8K_INSTRUCTION = (
@@ -314,6 +324,103 @@ def load_entityquestions(
     return items
 
 
+GENERAL_QA_MMLU_SKIP = frozenset(
+    {
+        "abstract_algebra", "college_computer_science", "college_mathematics", "college_physics",
+        "econometrics", "formal_logic", "high_school_computer_science", "high_school_mathematics",
+        "high_school_microeconomics", "high_school_statistics", "international_law", "jurisprudence",
+        "machine_learning", "moral_scenarios", "professional_accounting", "professional_law",
+    }
+)  # fmt: skip
+"""MMLU subjects left out of ``general-qa``: their answers are computed or argued, not recalled."""
+_NEEDS_OPTIONS = re.compile(
+    r"\b(which of|the following|these|this|that|shown|diagram|above|below|best|most likely|least|true|"
+    r"false|not|except|all of|explain|why|example|would|could|should|might|statement|graph|table|"
+    r"passage|experiment|students?|investigation)\b",
+    re.IGNORECASE,
+)
+"""Words of a question that only makes sense next to its options, or has no single short answer."""
+_NO_SINGLE_ANSWER = re.compile(r"\b(all|none|both|neither)\b", re.IGNORECASE)
+
+
+def open_question(question: str, answer: str) -> bool:
+    """Whether a multiple-choice item still asks one short factual question without its options:
+    a question of at most 120 characters that names no option, with a gold option of at most 3 words."""
+    question = question.strip()
+    return (
+        question.endswith("?")
+        and len(question) <= 120
+        and not _NEEDS_OPTIONS.search(question)
+        and len(answer.split()) <= 3
+        and not _NO_SINGLE_ANSWER.search(answer)
+    )
+
+
+def load_general_qa(root: Path | None = None, split_seed: int = DEFAULT_SEED) -> list[BenchmarkItem]:
+    """General factual questions asked as a user would ask them: ARC-Easy/Challenge and MMLU
+    (recall subjects) items that :func:`open_question` keeps, asked without options, graded as a
+    short answer against the gold option's text.
+
+    Why: the `self` head was trained on EntityQuestions' templated questions; a router's traffic
+    ("What is the capital of Bhutan?", "Who wrote Pride and Prejudice?") is open questions of any
+    shape, and a threshold fitted only on the templates is overconfident there. Nothing here is
+    trained on, so the split is half ``validation`` (fit a threshold) and half ``test`` (report).
+    """
+    sources = load_arc("easy", root, None, split_seed) + load_arc("challenge", root, None, split_seed)
+    sources += [i for i in load_mmlu(root, None, split_seed) if i.subject not in GENERAL_QA_MMLU_SKIP]
+    items = []
+    for item in sources:
+        question = item.messages[0]["content"].split("\n")[0]
+        answer = item.options[LETTERS.index(item.gold)]
+        if not open_question(question, answer):
+            continue
+        meta = {
+            "source_split": item.meta.get("source_split", "test"),  # MMLU rows: its test CSVs
+            "answers": [answer],
+            "from": item.dataset,
+        }
+        items.append(
+            _halves(
+                item,
+                "general-qa",
+                split_seed,
+                kind="short",
+                messages=_user(question),
+                gold=answer,
+                options=(answer,),
+                subject=item.subject or item.dataset,
+                meta=meta,
+            )
+        )
+    return items
+
+
+def _halves(item: BenchmarkItem, dataset: str, split_seed: int, **changes: Any) -> BenchmarkItem:
+    """``item`` as an item of ``dataset``, in the seeded half ``validation`` or ``test``: for
+    sets that only measure (nothing trained on), so a threshold is fitted on one half, reported
+    on the other."""
+    item_id = f"{dataset}/{item.id}"
+    split: Split = "validation" if unit_hash(split_seed, f"general:{item_id}") < 0.5 else "test"
+    return replace(item, id=item_id, dataset=dataset, split=split, **changes)
+
+
+def load_country_capitals(
+    root: Path | None = None, split_seed: int = DEFAULT_SEED, trained: frozenset[str] = frozenset()
+) -> list[BenchmarkItem]:
+    """EntityQuestions' "What is the capital of [X]?" (P36) where X is a country (an answer of
+    P17, "Which country is [X] located in?", given at least 3 times): the common-facts end of a
+    relation the `self` head was trained on, where SmolLM2 is mostly right and wrong answers
+    ("Lumbak" for Bhutan) score high. ``trained``: ids the head was trained on, left out."""
+    items = load_entityquestions(root, split_seed, ["P17", "P36"])
+    named = Counter(item.gold for item in items if item.subject == "P17")
+    countries = {country for country, n in named.items() if n >= 3}
+    return [
+        _halves(item, "country-capitals", split_seed)
+        for item in items
+        if item.subject == "P36" and item.meta["entity"] in countries and item.id not in trained
+    ]
+
+
 def load_benchmark(
     name: str, root: Path | None = None, shuffle_seed: int | None = 0, split_seed: int = DEFAULT_SEED
 ) -> list[BenchmarkItem]:
@@ -325,10 +432,19 @@ def load_benchmark(
         "mmlu": lambda: load_mmlu(root, shuffle_seed, split_seed),
         "gsm8k": lambda: load_gsm8k(root, split_seed),
         "entityquestions": lambda: load_entityquestions(root, split_seed),
+        "general-qa": lambda: load_general_qa(root, split_seed),
+        "country-capitals": lambda: load_country_capitals(root, split_seed, _trained_ids()),
     }
     if name not in loaders:
         raise DataError(f"unknown benchmark {name!r}; expected one of {', '.join(DATASETS)}")
     return loaders[name]()
+
+
+def _trained_ids() -> frozenset[str]:
+    """Ids of the vendored EntityQuestions labels' train split: the packaged `self` head saw them."""
+    from introroute.data.records import load_log
+
+    return frozenset(r.id for r in load_log("self_smollm2_entityquestions") if r.split == "train")
 
 
 _OPTION_LINE = re.compile(r"^([A-J])[.)]\s+(.*)$")
@@ -339,8 +455,10 @@ def items_from_records(records: Sequence[RoutingRecord]) -> list[BenchmarkItem]:
 
     Why: a multi-tier log needs the local model's outcome on the *same* prompt the other tiers
     saw (RouteLLM's MMLU prompt, original option order), not on a re-formatted question. The task
-    kind follows the gold answer (a letter, yes/no, or a number); options are read back from
-    ``A. ...`` lines of the last user message so the option-text grader still works.
+    kind follows the gold answer (a letter, yes/no, or a number), or is ``short`` when the record
+    carries ``meta.answers`` (gold aliases, as ``introroute label`` writes for factual QA; the
+    question's ``meta.entity`` is kept for the grader); options are read back from ``A. ...``
+    lines of the last user message so the option-text grader still works.
     """
     items = []
     for record in records:
@@ -349,7 +467,10 @@ def items_from_records(records: Sequence[RoutingRecord]) -> list[BenchmarkItem]:
             raise DataError(f"record {record.id!r} has no gold answer to grade against")
         last_user = next((m.content for m in reversed(record.messages) if m.role == "user"), "")
         options = tuple(m[2] for m in map(_OPTION_LINE.match, last_user.splitlines()) if m)
-        if gold in LETTERS:
+        aliases = record.meta.get("answers")
+        if record.meta.get("kind") == "short" or aliases:  # factual QA: graded against gold aliases
+            kind, options = "short", tuple(aliases or (gold,))
+        elif gold in LETTERS:
             kind: Kind = "mc"
         elif gold in ("yes", "no"):
             kind = "yesno"
@@ -365,9 +486,12 @@ def items_from_records(records: Sequence[RoutingRecord]) -> list[BenchmarkItem]:
                 split=record.split,
                 messages=[m.model_dump() for m in record.messages],
                 gold=gold,
-                options=options if kind == "mc" else (),
+                options=options if kind in ("mc", "short") else (),
                 subject=record.subject,
-                meta={"labelled_from": record.meta.get("source", "log")},
+                meta={
+                    "labelled_from": record.meta.get("source", "log"),
+                    **{k: record.meta[k] for k in ("entity", "answers") if k in record.meta},
+                },
             )
         )
     return items
