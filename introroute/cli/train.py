@@ -58,6 +58,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="projections to adapt (default: the paper's q_proj o_proj gate_proj up_proj down_proj; "
         "k/v stay frozen; 'q_proj v_proj' is cheaper per forward)",
     )
+    parser.add_argument(
+        "--head",
+        choices=["linear", "verbalised"],
+        help="how P(success) is read at [INTRO] (default linear): linear, a trained head per target; "
+        "verbalised, the LM's own yes/no next-token odds (one target; servable by llama.cpp, see "
+        "'introroute export --format gguf-alora')",
+    )
     parser.add_argument("--num-intro-tokens", type=int, help="[INTRO] tokens after the prompt (default 1)")
     parser.add_argument("--max-context", type=int, help="prompt tokens kept (default 1024, or the adapter's)")
     parser.add_argument("--limit-train", type=int, help="seeded random subset of the train split")
@@ -93,10 +100,13 @@ def main(args: argparse.Namespace) -> int:
 
     layout = {"--lora-r": args.lora_r, "--lora-alpha": args.lora_alpha}
     layout |= {"--target-modules": args.target_modules, "--num-intro-tokens": args.num_intro_tokens}
+    layout |= {"--head": args.head}
     if args.from_adapter and (given := [flag for flag, value in layout.items() if value is not None]):
         raise ConfigError(f"{', '.join(given)}: the layout comes from the adapter ({args.from_adapter})")
     if args.heads_only and not args.from_adapter:
         raise ConfigError("--heads-only trains the heads of an existing adapter: pass --from-adapter")
+    if args.head == "verbalised" and len(args.targets) != 1:
+        raise ConfigError(f"--head verbalised reads one target from the LM's tokens, got {args.targets}")
     if args.threads:
         torch.set_num_threads(args.threads)
     records = load_logs(args.log)
@@ -123,6 +133,7 @@ def main(args: argparse.Namespace) -> int:
             target_modules=list(args.target_modules or PAPER_TARGET_MODULES),
             max_context=args.max_context or 1024,
             seed=args.seed,
+            head=args.head or "linear",
         )
         gk = IntroLM.build(load_base(args.base or DEFAULT_BASE, device=device, dtype=args.dtype), config)
     train = make_dataset(gk, *train_examples)
@@ -175,6 +186,8 @@ def _start_adapter(args: argparse.Namespace, device: Any) -> Any:
     )
     if unknown := [t for t in args.targets if t not in gk.targets]:
         raise ConfigError(f"adapter {directory} has no head for {unknown}; its targets are {gk.targets}")
+    if args.heads_only and gk.config.head == "verbalised":
+        raise ConfigError(f"adapter {directory} reads the LM's own tokens: it has no head to train alone")
     return gk
 
 
