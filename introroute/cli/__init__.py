@@ -33,6 +33,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "baseline": ("introroute.cli.baseline", "fit a baseline scorer (MiniLM, probe, prior) to compare"),
     "eval": ("introroute.cli.eval", "measure scorers (AUC, ECE, plots); --routing: replay a router"),
     "calibrate": ("introroute.cli.calibrate", "fit a router's policy knob (and calibration) to a target"),
+    "export": (
+        "introroute.cli.export",
+        "export the gatekeeper for an engine (llama.cpp GGUF + aLoRA)",
+    ),
     "serve": ("introroute.cli.serve", "serve the gatekeeper over HTTP (batched; /score, /health, /metrics)"),
 }
 

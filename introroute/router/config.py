@@ -123,7 +123,18 @@ class GatekeeperConfig(_Strict):
     """
 
     url: str | None = Field(
-        default=None, pattern=r"^https?://[^\s/]+", description="introroute serve address"
+        default=None,
+        pattern=r"^https?://[^\s/]+",
+        description="introroute serve address (engine introroute), or llama-server's (engine llama_cpp)",
+    )
+    engine: Literal["introroute", "llama_cpp"] = Field(
+        default="introroute",
+        description="introroute: IntroLM in process, or introroute serve at url; llama_cpp: llama-server at "
+        "url serving an 'introroute export --format gguf-alora' export (score and local answer)",
+    )
+    export: str | None = Field(
+        default=None,
+        description="engine llama_cpp: the gguf-alora export directory (its targets, token ids, tokenizer)",
     )
     base: str = "smollm2-135m-instruct"
     adapter: str | None = None
@@ -154,6 +165,11 @@ class GatekeeperConfig(_Strict):
 
     @model_validator(mode="after")
     def _remote_is_configured_by_its_server(self) -> GatekeeperConfig:
+        llama_cpp = self.engine == "llama_cpp"
+        if llama_cpp and (self.url is None or self.export is None):
+            raise ValueError("engine llama_cpp needs url (a llama-server) and export (an export directory)")
+        if self.export is not None and not llama_cpp:
+            raise ValueError("export names a gguf-alora export: it needs engine llama_cpp")
         if self.url is not None:
             model_fields = {"base", "adapter", "max_context", "threads", "prefix_cache", "device", "dtype"}
             local = sorted(model_fields & self.model_fields_set)
@@ -430,6 +446,7 @@ class RouterConfig(_Strict):
         if (
             self.gatekeeper is not None
             and self.gatekeeper.url is not None
+            and self.gatekeeper.engine != "llama_cpp"
             and any(t.local for t in self.tiers)
         ):
             raise ValueError(
