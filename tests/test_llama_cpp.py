@@ -25,7 +25,10 @@ from introroute.router import Router
 from introroute.router.llama_cpp import BIAS_FLOOR, LlamaCppGatekeeper
 from introroute.scoring import Generation
 
-TARGETS = {"self": {"positive": 10, "negative": 11, "bias": 0.5}}
+TARGETS = {
+    "self": {"positive": 10, "negative": 11, "bias": 0.5},
+    "gpt-4": {"positive": 12, "negative": 11, "bias": 0.0},
+}
 QUESTION = [{"role": "user", "content": "what is the capital of france"}]
 
 
@@ -75,13 +78,14 @@ def _client(export_dir, server: FakeLlamaServer) -> LlamaCppGatekeeper:
 def test_score_is_the_biased_two_token_ratio(export_dir):
     server = FakeLlamaServer({10: 1.0, 11: -0.25, 7: 30.0})  # token 7 would win without the bias
     gk = _client(export_dir, server)
-    assert gk.targets == ["self"]
+    assert gk.targets == ["self", "gpt-4"]
     expected = 1 / (1 + math.exp(-(1.0 + 0.5 + 0.25)))
     assert gk.scores(QUESTION)["self"] == pytest.approx(expected, abs=1e-9)
     request = server.requests[0]
     assert request["prompt"] == gk.encode(QUESTION).ids + gk.intro_ids  # ids, [INTRO] last
     assert request["lora"] == [{"id": 0, "scale": 1.0}] and request["n_predict"] == 1
-    assert dict(map(tuple, request["logit_bias"])) == {10: BIAS_FLOOR + 0.5, 11: BIAS_FLOOR}
+    assert dict(map(tuple, request["logit_bias"])) == {10: BIAS_FLOOR + 0.5, 11: BIAS_FLOOR, 12: BIAS_FLOOR}
+    assert gk.scores(QUESTION)["gpt-4"] == pytest.approx(1 / (1 + math.exp(-0.25)), abs=1e-9)
 
 
 def test_user_text_cannot_spoof_intro(export_dir):
@@ -100,7 +104,7 @@ def test_answer_reuses_the_scored_prompt_on_its_slot(export_dir):
     request = server.requests[1]
     assert request["prompt"] == prefill.prompt.ids and request["id_slot"] == 3
     assert request["lora"] == server.requests[0]["lora"]  # an unchanged adapter set keeps the cache
-    assert {t for t, banned in request["logit_bias"] if banned is False} == {10, 11, *gk.intro_ids}
+    assert {t for t, banned in request["logit_bias"] if banned is False} == {10, 11, 12, *gk.intro_ids}
     with pytest.raises(GatekeeperError, match="already used"):
         gk.generate_from(prefill)
 
@@ -270,3 +274,14 @@ def test_llama_server_scores_like_the_gatekeeper(smollm2_export, llama_server, h
     answer = client.generate_from(prefill, max_new_tokens=16)
     assert answer.text and answer.completion_tokens > 0
     assert prefill.timings["cache_n"] >= len(prefill.prompt.ids) - 1  # the scored prompt, not prefilled again
+
+
+def test_router_answers_locally_through_llama_server(export_dir):
+    server = FakeLlamaServer({10: 5.0, 11: 0.0})  # self: sigmoid(5.5) > tau 0.5
+    gk = _client(export_dir, server)
+    config = router_config("llama_local", policy={"type": "threshold", "params": {"tau": 0.5}})
+    router = Router.from_dict(config, gatekeeper=gk)
+    response = router.completion(messages=QUESTION)
+    assert response.choices[0].message.content == "paris"
+    generation = server.requests[-1]
+    assert generation["prompt"] == gk.encode(QUESTION).ids and "n_probs" not in generation
