@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import socket
-import subprocess
-import time
+from contextlib import ExitStack
 
 import httpx
 import numpy as np
@@ -24,6 +21,7 @@ from introroute.errors import ConfigError, GatekeeperError, MessagesError
 from introroute.router import Router
 from introroute.router.llama_cpp import BIAS_FLOOR, LlamaCppGatekeeper
 from introroute.scoring import Generation
+from introroute.server.llama_server import find_binary, running
 
 TARGETS = {
     "self": {"positive": 10, "negative": 11, "bias": 0.5},
@@ -152,10 +150,6 @@ def _free_port() -> int:
 
 
 # ---------------------------------------------------------------------- real model and server
-def _llama_server() -> str | None:
-    return os.environ.get("INTROROUTE_LLAMA_SERVER") or shutil.which("llama-server")
-
-
 @pytest.fixture(scope="module")
 def smollm2_export(tmp_path_factory):
     """The shipped SmolLM2 adapter (linear heads) and a verbalised one (random LoRA), exported."""
@@ -210,39 +204,10 @@ def test_export_writes_llama_cpps_alora_layout(smollm2_export):
 
 @pytest.fixture(scope="module")
 def llama_server(smollm2_export):
-    binary = _llama_server()
-    if binary is None:
+    if find_binary() is None:
         pytest.skip("no llama-server binary (set INTROROUTE_LLAMA_SERVER or put llama-server on PATH)")
-    servers = {}
-    for name, (_, directory) in smollm2_export.items():
-        port = _free_port()
-        command = [binary, "-m", str(directory / "base.gguf"), "--lora", str(directory / "alora.gguf")]
-        command += ["--lora-init-without-apply", "--host", "127.0.0.1", "--port", str(port), "-c", "2048"]
-        command += ["-np", "2", "-t", "2", "--no-webui"]
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        servers[name] = (process, f"http://127.0.0.1:{port}")
-    try:
-        for process, url in servers.values():
-            _wait_healthy(process, url)
-        yield {name: url for name, (_, url) in servers.items()}
-    finally:
-        for process, _ in servers.values():
-            process.terminate()
-            process.wait(timeout=30)
-
-
-def _wait_healthy(process: subprocess.Popen, url: str) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"llama-server exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError("llama-server did not become healthy in 120 s")
+    with ExitStack() as stack:
+        yield {name: stack.enter_context(running(d)) for name, (_, d) in smollm2_export.items()}
 
 
 PROMPTS = [
