@@ -30,9 +30,8 @@ from support import questions, write_result
 from introroute.router.llama_cpp import LlamaCppGatekeeper
 from introroute.server.llama_server import find_binary, running
 
-LONG = "Summarise the following notes in two sentences. " + " ".join(
-    f"Note {i}: the committee reviewed item {i} and deferred the decision to the next meeting." for i in range(40)
-)
+NOTE = "Note {i}: the committee reviewed item {i} and deferred the decision to the next meeting."
+LONG = "Summarise the following notes in two sentences. " + " ".join(NOTE.format(i=i) for i in range(40))
 
 
 def shared_vs_two_prefills(gk: LlamaCppGatekeeper, rounds: int, max_new: int) -> dict[str, Any]:
@@ -69,8 +68,8 @@ def throughput(gk: LlamaCppGatekeeper, callers: int, requests: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--export", type=Path, help="a gguf-alora export (default: export the shipped adapter)")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--export", type=Path, help="a gguf-alora export (default: the shipped adapter's)")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--parallel", type=int, default=8, help="llama-server slots for the throughput part")
@@ -81,7 +80,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         export = args.export or _export_shipped(Path(scratch) / "export")
         with running(export, threads=args.threads) as url:
-            latency = shared_vs_two_prefills(LlamaCppGatekeeper(url, export, timeout_s=120), args.rounds, args.max_new_tokens)
+            gk = LlamaCppGatekeeper(url, export, timeout_s=120)
+            latency = shared_vs_two_prefills(gk, args.rounds, args.max_new_tokens)
         with running(export, threads=args.threads, parallel=args.parallel) as url:
             gk = LlamaCppGatekeeper(url, export, timeout_s=120)
             gk.scores(questions(1)[0])  # warm-up
