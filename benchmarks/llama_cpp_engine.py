@@ -31,11 +31,15 @@ from introroute.router.llama_cpp import LlamaCppGatekeeper
 from introroute.server.llama_server import find_binary, running
 
 NOTE = "Note {i}: the committee reviewed item {i} and deferred the decision to the next meeting."
-LONG = "Summarise the following notes in two sentences. " + " ".join(NOTE.format(i=i) for i in range(40))
 
 
-def shared_vs_two_prefills(gk: LlamaCppGatekeeper, rounds: int, max_new: int) -> dict[str, Any]:
-    messages = [{"role": "user", "content": LONG}]
+def long_prompt(notes: int) -> str:
+    notes_text = " ".join(NOTE.format(i=i) for i in range(notes))
+    return "Summarise the following notes in two sentences. " + notes_text
+
+
+def shared_vs_two_prefills(gk: LlamaCppGatekeeper, rounds: int, max_new: int, notes: int) -> dict[str, Any]:
+    messages = [{"role": "user", "content": long_prompt(notes)}]
     times: dict[str, list[float]] = {"shared": [], "two_prefills": []}
     cached: list[int] = []
     for _ in range(rounds):
@@ -71,6 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--export", type=Path, help="a gguf-alora export (default: the shipped adapter's)")
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--notes", type=int, default=40, help="length of the long prompt (~17 tokens a note)")
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--parallel", type=int, default=8, help="llama-server slots for the throughput part")
     parser.add_argument("--requests", type=int, default=64)
@@ -81,11 +86,15 @@ def main() -> None:
         export = args.export or _export_shipped(Path(scratch) / "export")
         with running(export, threads=args.threads) as url:
             gk = LlamaCppGatekeeper(url, export, timeout_s=120)
-            latency = shared_vs_two_prefills(gk, args.rounds, args.max_new_tokens)
+            latency = shared_vs_two_prefills(gk, args.rounds, args.max_new_tokens, args.notes)
+            print(latency, flush=True)
         with running(export, threads=args.threads, parallel=args.parallel) as url:
             gk = LlamaCppGatekeeper(url, export, timeout_s=120)
             gk.scores(questions(1)[0])  # warm-up
-            rates = {str(c): throughput(gk, c, args.requests) for c in (1, 8, 32)}
+            rates = {}
+            for callers in (1, 8, 32):
+                rates[str(callers)] = throughput(gk, callers, args.requests)
+                print(callers, rates[str(callers)], flush=True)
     write_result(
         args.out,
         {
