@@ -39,6 +39,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "keep-local-or-defer curves of eval predictions (the paper's routing)",
     ),
     "paired-auc": ("introroute.cli.paired_auc", "two scorers' AUC on the same records, paired bootstrap"),
+    "export": (
+        "introroute.cli.export",
+        "export the gatekeeper for an engine (llama.cpp GGUF + aLoRA)",
+    ),
     "serve": ("introroute.cli.serve", "serve the gatekeeper over HTTP (batched; /score, /health, /metrics)"),
 }
 

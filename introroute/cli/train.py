@@ -76,6 +76,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="projections to adapt (default: the paper's q_proj o_proj gate_proj up_proj down_proj; "
         "k/v stay frozen; 'q_proj v_proj' is cheaper per forward)",
     )
+    parser.add_argument(
+        "--head",
+        choices=["linear", "verbalised"],
+        help="how P(success) is read at [INTRO] (default linear): linear, a trained head per target; "
+        "verbalised, the LM's own yes/no next-token odds (one target; servable by llama.cpp, see "
+        "'introroute export --format gguf-alora')",
+    )
     parser.add_argument("--num-intro-tokens", type=int, help="[INTRO] tokens after the prompt (default 1)")
     parser.add_argument("--max-context", type=int, help="prompt tokens kept (default 1024, or the adapter's)")
     parser.add_argument("--limit-train", type=int, help="seeded random subset of the train split")
@@ -123,11 +130,14 @@ def main(args: argparse.Namespace) -> int:
 
     layout = {"--lora-r": args.lora_r, "--lora-alpha": args.lora_alpha}
     layout |= {"--target-modules": args.target_modules, "--num-intro-tokens": args.num_intro_tokens}
+    layout |= {"--head": args.head}
     if args.from_adapter and (given := [flag for flag, value in layout.items() if value is not None]):
         raise ConfigError(f"{', '.join(given)}: the layout comes from the adapter ({args.from_adapter})")
     if args.heads_only and not args.from_adapter:
         raise ConfigError("--heads-only trains the heads of an existing adapter: pass --from-adapter")
     check_output(args.out, overwrite=args.overwrite, directory=True)  # before hours of training
+    if args.head == "verbalised" and len(args.targets) != 1:
+        raise ConfigError(f"--head verbalised reads one target from the LM's tokens, got {args.targets}")
     if args.threads:
         torch.set_num_threads(args.threads)
     heads, keys = head_names(args.targets)
@@ -156,6 +166,7 @@ def main(args: argparse.Namespace) -> int:
             target_modules=list(args.target_modules or PAPER_TARGET_MODULES),
             max_context=args.max_context or 1024,
             seed=args.seed,
+            head=args.head or "linear",
         )
         gk = IntroLM.build(load_base(args.base or DEFAULT_BASE, device=device, dtype=args.dtype), config)
     train = make_dataset(gk, *train_examples)
@@ -242,6 +253,11 @@ def _start_adapter(args: argparse.Namespace, device: Any) -> Any:
     gk = IntroLM.from_pretrained(
         str(directory), base=args.base, max_context=args.max_context, device=str(device), dtype=args.dtype
     )
+    if gk.config.head == "verbalised":
+        if args.heads_only:
+            raise ConfigError(f"adapter {directory} reads the LM's own tokens: it has no head to train alone")
+        if unknown := [t for t in args.targets if t not in gk.targets]:
+            raise ConfigError(f"adapter {directory} reads {gk.targets} from the LM's tokens, not {unknown}")
     if added := gk.add_targets(args.targets):  # the log has outcomes for them (to_examples checked)
         print(f"adapter {directory}: new head(s) {added} next to {gk.targets[: -len(added)]}")
     return gk

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from introroute.gatekeeper.heads import DEFAULT_VERBALISED_TOKENS, HEADS, LINEAR, VERBALISED
+
 SELF_TARGET = "self"
 # PEFT's own default for Llama-family models. Every adapted projection costs a little fixed
 # work per forward (activated LoRA selects the [INTRO] rows), which matters for short prompts.
@@ -25,6 +27,11 @@ class IntroConfig:
     forwards reuse the chat template head's KV cache, prefilled once per loaded gatekeeper
     (:mod:`introroute.gatekeeper.prefix`); False runs every prompt in full. Scores agree either
     way to fp32 rounding.
+
+    ``head`` picks how P(success) is read at ``[INTRO]`` (:mod:`introroute.gatekeeper.heads`):
+    ``"linear"`` (a trained linear head, one output per target) or ``"verbalised"`` (the LM's own
+    next-token odds of ``verbalised_tokens[0]`` against ``verbalised_tokens[1]``; one target only,
+    and servable by llama.cpp).
     """
 
     targets: list[str] = field(default_factory=lambda: [SELF_TARGET])
@@ -38,6 +45,8 @@ class IntroConfig:
     max_context: int = 2048
     seed: int = 0
     prefix_cache: bool = True
+    head: str = LINEAR
+    verbalised_tokens: list[str] = field(default_factory=lambda: list(DEFAULT_VERBALISED_TOKENS))
 
     def __post_init__(self) -> None:
         if not self.targets or len(set(self.targets)) != len(self.targets):
@@ -50,6 +59,12 @@ class IntroConfig:
             raise ValueError(f"lora_r must be >= 0 (0: no LoRA), got {self.lora_r}")
         if not self.uses_lora and not self.train_intro_embedding:
             raise ValueError("without LoRA (lora_r=0 or no target_modules) the [INTRO] embedding must train")
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
+        if self.head == VERBALISED and len(self.targets) != 1:
+            raise ValueError(f"the verbalised head reads one target from the LM's tokens, got {self.targets}")
+        if len(self.verbalised_tokens) != 2 or len(set(self.verbalised_tokens)) != 2:
+            raise ValueError(f"verbalised_tokens must be two distinct words, got {self.verbalised_tokens!r}")
 
     @property
     def uses_lora(self) -> bool:

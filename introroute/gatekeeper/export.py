@@ -35,6 +35,8 @@ def export_plain(gk: IntroLM, directory: str | Path) -> Path:
             "only a gatekeeper trained without LoRA (--lora-r 0) can be served by a plain-model engine: "
             "the activated LoRA changes the [INTRO] position's hidden state"
         )
+    if gk.config.head != "linear":
+        raise GatekeeperError("export_plain writes a linear head; a verbalised gatekeeper exports to GGUF")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     gk.eval()  # the trained [INTRO] rows are merged in place into the plain model's embedding

@@ -41,6 +41,7 @@ from introroute.errors import GatekeeperError, UnknownTargetError
 from introroute.gatekeeper.config import IntroConfig
 from introroute.gatekeeper.fastpath import IntroView
 from introroute.gatekeeper.generation import DecodeState, SamplingParams, decode
+from introroute.gatekeeper.heads import VERBALISED, VerbalisedHead, verbalised_token_ids
 from introroute.gatekeeper.loading import BaseModel
 from introroute.gatekeeper.prefix import HeadCache, attention_window, positions, suffix_layout, template_head
 from introroute.gatekeeper.prompting import PromptIds, encode_prompt
@@ -104,7 +105,7 @@ class IntroLM(torch.nn.Module):
         peft_model: PeftModel,
         plain: PreTrainedModel,
         base: BaseModel,
-        head: torch.nn.Linear,
+        head: torch.nn.Module,
         config: IntroConfig,
         intro_ids: list[int],
         base_vocab_size: int,
@@ -186,9 +187,7 @@ class IntroLM(torch.nn.Module):
             # projection would copy the whole prompt's activations to fp32 on each forward, for
             # the few [INTRO] rows it adapts. fit() upcasts what trains to fp32 master weights.
             peft_model = get_peft_model(model, peft_config, autocast_adapter_dtype=False)
-            head = torch.nn.Linear(hidden_size, len(config.targets))  # fp32 whatever the base's dtype
-            torch.nn.init.normal_(head.weight, std=0.02)
-            torch.nn.init.zeros_(head.bias)
+            head = _new_head(config, plain, tokenizer, hidden_size)
         head.to(model.device)  # initialised on the CPU: the same head on every device
         intro_lm = cls(peft_model, plain, base, head, config, intro_ids, base_vocab_size)
         intro_lm.eval()
@@ -729,6 +728,23 @@ class IntroLM(torch.nn.Module):
             prompt_tokens=prefill.prompt_tokens,
             completion_tokens=len(state.token_ids),
         )
+
+
+def _new_head(
+    config: IntroConfig, plain: PreTrainedModel, tokenizer: Any, hidden_size: int
+) -> torch.nn.Module:
+    """The head ``config.head`` names (:mod:`introroute.gatekeeper.heads`), freshly initialised."""
+    if config.head == VERBALISED:
+        try:
+            ids = verbalised_token_ids(tokenizer, config.verbalised_tokens)
+        except ValueError as exc:
+            raise GatekeeperError(str(exc)) from None
+        cap = getattr(plain.config.get_text_config(), "final_logit_softcapping", None)
+        return VerbalisedHead(plain.get_output_embeddings(), ids, cap)
+    head = torch.nn.Linear(hidden_size, len(config.targets))  # fp32 whatever the base's dtype
+    torch.nn.init.normal_(head.weight, std=0.02)
+    torch.nn.init.zeros_(head.bias)
+    return head
 
 
 def _merge_in_place(layer: TrainableTokensLayer, adapter: str = "default") -> None:

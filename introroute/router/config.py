@@ -132,7 +132,18 @@ class GatekeeperConfig(_Strict):
     """
 
     url: str | None = Field(
-        default=None, pattern=r"^https?://[^\s/]+", description="introroute serve address"
+        default=None,
+        pattern=r"^https?://[^\s/]+",
+        description="introroute serve address (engine introroute), or llama-server's (engine llama_cpp)",
+    )
+    engine: Literal["introroute", "llama_cpp"] = Field(
+        default="introroute",
+        description="introroute: IntroLM in process, or introroute serve at url; llama_cpp: llama-server at "
+        "url serving an 'introroute export --format gguf-alora' export (score and local answer)",
+    )
+    export: str | None = Field(
+        default=None,
+        description="engine llama_cpp: the gguf-alora export directory (its targets, token ids, tokenizer)",
     )
     api_key: SecretStr | None = Field(
         default=None,
@@ -181,6 +192,11 @@ class GatekeeperConfig(_Strict):
     def _remote_is_configured_by_its_server(self) -> GatekeeperConfig:
         if self.api_key is not None and self.url is None:
             raise ValueError("api_key authenticates to a remote gatekeeper: set url too")
+        llama_cpp = self.engine == "llama_cpp"
+        if llama_cpp and (self.url is None or self.export is None):
+            raise ValueError("engine llama_cpp needs url (a llama-server) and export (an export directory)")
+        if self.export is not None and not llama_cpp:
+            raise ValueError("export names a gguf-alora export: it needs engine llama_cpp")
         if self.url is not None:
             if self.timeout_ms == "auto":
                 raise ValueError("timeout_ms: auto measures a local gatekeeper; with url give a number")
@@ -558,6 +574,7 @@ class RouterConfig(_Strict):
         if (
             self.gatekeeper is not None
             and self.gatekeeper.url is not None
+            and self.gatekeeper.engine != "llama_cpp"
             and any(t.local for t in self.tiers)
         ):
             raise ValueError(

@@ -203,6 +203,12 @@ class Router:
     def _load_gatekeeper(self) -> Scorer:
         spec = self.config.gatekeeper
         assert spec is not None
+        if spec.engine == "llama_cpp":
+            from introroute.router.llama_cpp import LlamaCppGatekeeper
+
+            assert spec.url is not None and spec.export is not None
+            timeout_s = spec.timeout_ms / 1000.0 if spec.timeout_ms else None
+            return LlamaCppGatekeeper(spec.url, spec.export, timeout_s=timeout_s)
         if spec.url:
             from introroute.server.client import RemoteScorer
 
