@@ -32,7 +32,7 @@ from introroute.errors import DataError, PolicyError
 from introroute.evaluation.metrics import bootstrap
 from introroute.policies import build_policy
 from introroute.routing_eval.metrics import pgr
-from introroute.routing_eval.replay import KNOBS, ScoredLog, knob_grid, replay, sweep
+from introroute.routing_eval.replay import ScoredLog, knob_grid, knob_of, replay, sweep
 
 TargetKind = Literal["reliability", "max_expensive_share", "max_cost_per_query", "pgr"]
 #: target kind -> (the metric it constrains, +1 for a floor / -1 for a ceiling)
@@ -133,10 +133,7 @@ class ThresholdFitter:
         seed: int = 0,
         min_queries: int = MIN_QUERIES,
     ) -> None:
-        if policy_type not in KNOBS:
-            raise PolicyError(
-                f"calibrate fits {sorted(KNOBS)} (knobs {KNOBS}); policy {policy_type!r} has no fitted knob"
-            )
+        knob_of(policy_type)  # a PolicyError now, not after scoring, for a policy without a knob
         if target is None:
             raise PolicyError("ThresholdFitter needs a target (FitTarget)")
         self.policy_type = policy_type
@@ -158,6 +155,7 @@ class ThresholdFitter:
             "knob": curve.knob,
             "low": grid.low[order],
             "high": grid.high[order],
+            "include_high": np.full(len(order), grid.include_high),
             "quality": curve.quality,
             "share": curve.share,
             "cost_per_query": curve.cost,
@@ -174,7 +172,7 @@ class ThresholdFitter:
         feasible = np.flatnonzero(self.target.met(achieved))
         if not len(feasible):
             best = int(np.nanargmax(achieved * self.target.sense))
-            knob = KNOBS[self.policy_type]
+            knob = knob_of(self.policy_type)
             quality = "" if self.target.metric == "quality" else f", quality {metrics['quality'][best]:.4g}"
             raise PolicyError(
                 f"target {self.target.describe()} cannot be met on the fit split ({len(log)} queries): "
@@ -194,9 +192,9 @@ class ThresholdFitter:
             raise DataError("the fit split has no queries")
         metrics = self._metrics(log)
         best = self._choose(metrics, log)
-        self.knob_ = KNOBS[self.policy_type]
+        self.knob_ = knob_of(self.policy_type)
         self.value_ = shortest_in(
-            float(metrics["low"][best]), float(metrics["high"][best]), self.policy_type == "threshold"
+            float(metrics["low"][best]), float(metrics["high"][best]), bool(metrics["include_high"][best])
         )
         self.params_ = {**self.params, self.knob_: self.value_}
         self.fit_report_ = self.evaluate(log)
