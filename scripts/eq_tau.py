@@ -1,4 +1,4 @@
-"""The threshold preset's tau (README "Results: factual QA"): on validation predictions of an
+"""The threshold preset's tau (docs/results-factual-qa.md): on validation predictions of an
 ``introroute eval``, the lowest P(self) threshold whose kept-local queries keep the paper's
 reliability (1 - share of all queries kept local and answered wrongly; the large tier counted
 right) at or above the target. ``introroute calibrate`` needs an outcome for every tier's target,

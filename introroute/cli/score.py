@@ -123,8 +123,9 @@ What the numbers mean:
   self  = P(SmolLM2-135M itself answers this well), read from its own prefill by the [INTRO]
           head. It was trained on SmolLM2's graded answers to ~10,000 factual questions
           (EntityQuestions): it knows famous facts and not the long tail, and the head learned
-          to tell which is which (README, Results: within-relation ROC-AUC on held-out entities).
-          It is a ranking more than a calibrated probability: routers use a fitted threshold.
+          to tell which is which (docs/results-factual-qa.md: within-relation ROC-AUC on
+          held-out entities). It is a ranking more than a calibrated probability: routers use
+          a fitted threshold.
   other = P(that remote model answers well), learned from RouteLLM's MMLU log (7,579 train
           questions). These heads are weak (within-subject ROC-AUC 0.60 Mixtral, 0.66 GPT-4):
           treat them as a rough prior."""
