@@ -1,4 +1,5 @@
-"""Fit a policy's one knob (``tau`` of ``threshold``, ``lam`` of ``cost_aware``) to a stated target
+"""Fit a policy's one knob (its :attr:`~introroute.policies.Policy.knob`: ``tau`` of ``threshold``,
+``lam`` of ``cost_aware``, whatever a user's policy declares) to a stated target
 on held-out logs, and say honestly how well the target will hold on new traffic.
 
 Why fit on logs instead of guessing: tau = 0.5 means nothing unless the scores are calibrated and
@@ -6,7 +7,8 @@ the traffic is like the training data; what an operator wants to state is an out
 95% answered correctly, at most 20% of calls to the expensive model, at most $0.002 per query,
 or 80% of the quality gap recovered). Replaying the policy over a scored log
 (:mod:`introroute.routing_eval.replay`) gives every outcome of every knob value exactly, so the fit is an
-exhaustive search over the distinct routings (:func:`introroute.routing_eval.replay.knob_grid`):
+exhaustive search over the distinct routings (:func:`introroute.routing_eval.replay.knob_grid`;
+a policy that does not say where its routing changes is searched over evenly sampled values):
 
 * ``reliability`` R / ``pgr`` P (a floor): among the knob values meeting it, the cheapest
   (lowest cost per query; lowest expensive share when prices are unknown), then the best quality;
