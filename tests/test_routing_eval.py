@@ -35,6 +35,7 @@ from introroute.routing_eval.metrics import (
 from introroute.routing_eval.replay import (
     build_scored_log,
     choices,
+    cost_aware_utilities,
     knob_grid,
     knob_of,
     load_scored_log,
@@ -186,6 +187,15 @@ def test_knobs_are_declared_by_the_policies():
     with pytest.warns(DeprecationWarning, match="Policy.knob"):
         from introroute.routing_eval.replay import KNOBS
     assert KNOBS == {"threshold": "tau", "cost_aware": "lam"}
+
+
+def test_cost_aware_utilities_is_deprecated_for_the_policys_own(log3):
+    policy = build_policy("cost_aware", {"lam": 20.0})
+    with pytest.warns(DeprecationWarning, match="CostAwarePolicy.utilities"):
+        old = cost_aware_utilities(policy, log3.tiers, log3.scorer("good"), log3.prompt_tokens)
+    new = policy.utilities(log3.scorer("good"), log3.tiers, log3.prompt_tokens)
+    for before, now in zip(old, new, strict=True):
+        np.testing.assert_array_equal(before, now)
 
 
 def test_replay_returns_the_chosen_tiers_outcomes(log3):

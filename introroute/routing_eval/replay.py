@@ -389,8 +389,10 @@ class ReplayResult:
 def cost_aware_utilities(
     policy: CostAwarePolicy, tiers: Sequence[TierInfo], scores: np.ndarray, prompt_tokens: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(P, C, L)`` as CostAwarePolicy.decide sees them (kept for callers of this name; see
-    :meth:`CostAwarePolicy.utilities`)."""
+    """Deprecated: :meth:`CostAwarePolicy.utilities` (the policy owns its arithmetic now)."""
+    warnings.warn(
+        "cost_aware_utilities is deprecated; use CostAwarePolicy.utilities", DeprecationWarning, stacklevel=2
+    )
     return policy.utilities(scores, tiers, prompt_tokens)
 
 
