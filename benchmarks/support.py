@@ -74,7 +74,7 @@ def peak_rss_mib() -> float:
 
 
 def write_result(path: Path, result: dict[str, Any]) -> None:
-    """Print the result and write it as JSON (the file the README table cites)."""
+    """Print the result and write it as JSON (the file the docs/benchmarks.md table cites)."""
     print(json.dumps(result, indent=2))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")

@@ -9,7 +9,7 @@ G=gpt-4-1106-preview
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 mkdir -p "$RUNS"
 
-# The shipped adapter's recipe (README "Results: factual QA"): cosine with warm-up, clipping, light
+# The shipped adapter's recipe (docs/results-factual-qa.md): cosine with warm-up, clipping, light
 # label smoothing, kept prompt caches; placement, rank and [INTRO] count are the caller's.
 RECIPE=(--epochs 4 --batch-size 16 --lr 3e-4 --schedule cosine --warmup 0.05 --max-grad-norm 1.0
   --label-smoothing 0.02 --prompt-cache memory)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 9 evaluation on SmolLM2's own EntityQuestions outcomes (README "Results: factual QA"): the IntroLM
+# Issue 9 evaluation on SmolLM2's own EntityQuestions outcomes (docs/results-factual-qa.md): the IntroLM
 # adapter trained by scripts/eq_results.sh (paper placement r=32) and the no-LoRA ablation
 # ($RUNS/introlm_nolora), against the baselines fitted there, on held-out entities (test) and 3 unseen
 # relations (test_unseen); then the shipped `self` head on SmolLM2's MMLU answers and on a mixed log.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces README "Results: factual QA" (issue 9) and the shipped default adapter, on SmolLM2's own
+# Reproduces docs/results-factual-qa.md (issue 9) and the shipped default adapter, on SmolLM2's own
 # EntityQuestions outcomes (`self_smollm2_entityquestions`, made by scripts/eq_labels.sh):
 # IntroLM vs the external classifier, the hidden-state probe and the priors on the same splits (train
 # by entity on 4 relations; test: held-out entities of those relations + 3 relations never seen).
@@ -24,7 +24,7 @@ baselines() {
     "$BIN/introroute" baseline fit --kind "$kind" --log "$EQ" --targets self --out "$RUNS/$kind" --threads 1
   done
   # The no-LoRA ablation ([INTRO] row + head). The evaluated checkpoint is this run's epoch 1: the
-  # run was stopped there for CPU time (README "Results: factual QA").
+  # run was stopped there for CPU time (docs/results-factual-qa.md).
   "$BIN/introroute" train --overwrite --log "$EQ" --targets self --out "$RUNS/introlm_nolora" --lora-r 0 --epochs 3 \
     --batch-size 16 --prompt-cache memory --threads 1
 }

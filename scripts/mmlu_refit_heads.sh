@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 9, item 6, within one CPU session: the shipped adapter's Mixtral/GPT-4 heads refitted on all
 # 7,579 MMLU train records with its LoRA, [INTRO] row and `self` head frozen (`introroute train
-# --from-adapter <that adapter> --heads-only`), so every `self` number of README "Results: factual QA" stays
+# --from-adapter <that adapter> --heads-only`), so every `self` number of docs/results-factual-qa.md stays
 # as it is. Only a linear layer learns, hence lr 1e-3 (the joint recipe's 3e-4 moves LoRA too). The
 # same 300 validation and 1,500 test records as scripts/mmlu_remote_all.sh; compared on them with the
 # shipped heads (EntityQuestions + 1,500 MMLU, trained jointly) and the MMLU-only adapter trained

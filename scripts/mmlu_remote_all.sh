@@ -2,8 +2,8 @@
 # Issue 9, item 6: do the remote heads (Mixtral-8x7B, GPT-4-1106) gain from all 7,579 MMLU train records
 # instead of the seeded 1,500? The same recipe as the shipped adapter (scripts/eq_common.sh; paper
 # placement r=32), remote targets only, the same 300 validation records; the prompt caches (~30 GiB in
-# bf16) are kept on disk (--prompt-cache disk). Evaluated on the same 1,500 test records as README
-# "Results", joined with that report's scorers, then routing replayed as scripts/routing_results.sh does.
+# bf16) are kept on disk (--prompt-cache disk). Evaluated on the same 1,500 test records as
+# docs/results-mmlu.md, joined with that report's scorers, then routing replayed as scripts/routing_results.sh does.
 #   bash scripts/mmlu_remote_all.sh     (~1.8 h on one thread; $RUNS/mmlu_all.log)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces README "Results" and the packaged default adapter, on RouteLLM's MMLU log: SmolLM2's own
+# Reproduces docs/results-mmlu.md and the packaged default adapter, on RouteLLM's MMLU log: SmolLM2's own
 # outcomes (`self`) on the same prompts, then IntroLM vs baselines for the targets self,
 # Mixtral-8x7B-Instruct and GPT-4-1106, every method on the same seeded subsets. Two lanes of one torch
 # thread each run side by side on a 2-core machine; each step's log is in $RUNS/*.log.

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Reproduces README "Routing on RouterBench": external-classifier scorers (MiniLM fine-tuned, MiniLM +
+# Reproduces docs/results-routerbench.md: external-classifier scorers (MiniLM fine-tuned, MiniLM +
 # logistic regression, per-dataset prior, random) for three RouterBench tiers, trained on its train
 # split, then routing replayed on its 458 test queries with the costs RouterBench logged. The
-# packaged IntroLM adapter has no heads for these models (see README). ~30 min on one core.
+# packaged IntroLM adapter has no heads for these models (see docs/results-routerbench.md). ~30 min on one core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}

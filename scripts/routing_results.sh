@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces README "Routing": replays routing over RouteLLM's MMLU log (plus SmolLM2's own outcomes)
+# Reproduces docs/results-routing.md: replays routing over RouteLLM's MMLU log (plus SmolLM2's own outcomes)
 # with the scores in results/mmlu/predictions.jsonl (written by scripts/mmlu_results.sh), then fits
 # a threshold with `introroute calibrate` on one split and reports it on unseen subjects. ~1 min.
 set -euo pipefail

@@ -14,7 +14,8 @@ from introroute.cli import main as cli
 from introroute.data.jsonl import write_records
 from introroute.data.schema import TargetOutcome
 from introroute.errors import DataError, PolicyError
-from introroute.policies import TierInfo, build_policy
+from introroute.policies import Policy, PolicyChoice, TierInfo, build_policy
+from introroute.policies.threshold import ThresholdPolicy
 from introroute.router.calibration import ScoreCalibrator
 from introroute.router.config import load_config
 from introroute.routing_eval.metrics import (
@@ -34,7 +35,9 @@ from introroute.routing_eval.metrics import (
 from introroute.routing_eval.replay import (
     build_scored_log,
     choices,
+    cost_aware_utilities,
     knob_grid,
+    knob_of,
     load_scored_log,
     replay,
     sweep,
@@ -154,6 +157,45 @@ def test_vectorised_replay_equals_policy_decide(log3, policy_type, params):
     fast = choices(policy, log3, "good", fast=True)
     slow = choices(policy, log3, "good", fast=False)
     np.testing.assert_array_equal(fast, slow)
+
+
+class PickyThreshold(ThresholdPolicy):
+    """A subclass that changes ``decide``: the inherited vectorised form must not be used for it."""
+
+    def decide(self, scores, context):
+        return PolicyChoice(context.tiers[-1].name)
+
+
+def test_a_subclass_that_overrides_decide_is_replayed_through_it(log3):
+    assert (choices(PickyThreshold(tau=0.0), log3, "good") == 2).all()
+    assert (choices(ThresholdPolicy(tau=0.0), log3, "good") == 0).all()
+
+
+def test_the_default_decide_many_names_a_tier_the_policy_made_up(log3):
+    class Lost(Policy):
+        def decide(self, scores, context):
+            return PolicyChoice("nowhere")
+
+    with pytest.raises(PolicyError, match="'nowhere'"):
+        choices(Lost(), log3, "good")
+
+
+def test_knobs_are_declared_by_the_policies():
+    assert (knob_of("threshold"), knob_of("cost_aware")) == ("tau", "lam")
+    with pytest.raises(PolicyError, match="declares no knob"):
+        knob_of("budget")
+    with pytest.warns(DeprecationWarning, match="Policy.knob"):
+        from introroute.routing_eval.replay import KNOBS
+    assert KNOBS == {"threshold": "tau", "cost_aware": "lam"}
+
+
+def test_cost_aware_utilities_is_deprecated_for_the_policys_own(log3):
+    policy = build_policy("cost_aware", {"lam": 20.0})
+    with pytest.warns(DeprecationWarning, match="CostAwarePolicy.utilities"):
+        old = cost_aware_utilities(policy, log3.tiers, log3.scorer("good"), log3.prompt_tokens)
+    new = policy.utilities(log3.scorer("good"), log3.tiers, log3.prompt_tokens)
+    for before, now in zip(old, new, strict=True):
+        np.testing.assert_array_equal(before, now)
 
 
 def test_replay_returns_the_chosen_tiers_outcomes(log3):

@@ -4,8 +4,8 @@ Input: routing log(s) with graded outcomes, a router YAML, and one target (``--r
 ``--max-expensive-share``, ``--max-cost-per-query`` or ``--pgr``). Scores come from
 ``--predictions`` (written by ``introroute eval``; ``--scorer`` picks the column) or, without it,
 from the router's own configured gatekeeper, run here over the fit and report splits. The knob
-(``tau`` of ``threshold``, ``lam`` of ``cost_aware``) is fitted on ``--fit-split`` and the
-achieved metrics are reported with bootstrap 95% CIs on both splits
+(``tau`` of ``threshold``, ``lam`` of ``cost_aware``, the declared ``knob`` of a user's policy) is
+fitted on ``--fit-split`` and the achieved metrics are reported with bootstrap 95% CIs on both splits
 (:mod:`introroute.fitting.threshold`). ``--recalibrate platt|isotonic`` first fits a score
 calibration per tier target on the fit split (:mod:`introroute.fitting.calibration`) and stores it
 under ``gatekeeper.calibration``; without it, a calibration already in the YAML is applied to the

@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--patience", type=int, default=2, help="stop after this many epochs without a better validation AUC"
     )
     # The paper's placement at r=32 beat q_proj/v_proj at r=8 on every validation epoch of the
-    # EntityQuestions side-by-side (README "Results: factual QA"), so it is the command's default.
+    # EntityQuestions side-by-side (docs/results-factual-qa.md), so it is the command's default.
     parser.add_argument("--lora-r", type=int, help="LoRA rank (default 32); 0 = no LoRA ([INTRO] row + head)")
     parser.add_argument("--lora-alpha", type=int, help="LoRA alpha (default: 2 x rank)")
     parser.add_argument(

@@ -1,4 +1,5 @@
-"""Fit a policy's one knob (``tau`` of ``threshold``, ``lam`` of ``cost_aware``) to a stated target
+"""Fit a policy's one knob (its :attr:`~introroute.policies.Policy.knob`: ``tau`` of ``threshold``,
+``lam`` of ``cost_aware``, whatever a user's policy declares) to a stated target
 on held-out logs, and say honestly how well the target will hold on new traffic.
 
 Why fit on logs instead of guessing: tau = 0.5 means nothing unless the scores are calibrated and
@@ -6,7 +7,8 @@ the traffic is like the training data; what an operator wants to state is an out
 95% answered correctly, at most 20% of calls to the expensive model, at most $0.002 per query,
 or 80% of the quality gap recovered). Replaying the policy over a scored log
 (:mod:`introroute.routing_eval.replay`) gives every outcome of every knob value exactly, so the fit is an
-exhaustive search over the distinct routings (:func:`introroute.routing_eval.replay.knob_grid`):
+exhaustive search over the distinct routings (:func:`introroute.routing_eval.replay.knob_grid`;
+a policy that does not say where its routing changes is searched over evenly sampled values):
 
 * ``reliability`` R / ``pgr`` P (a floor): among the knob values meeting it, the cheapest
   (lowest cost per query; lowest expensive share when prices are unknown), then the best quality;
@@ -34,7 +36,7 @@ from introroute.errors import DataError, PolicyError
 from introroute.evaluation.metrics import bootstrap
 from introroute.policies import build_policy
 from introroute.routing_eval.metrics import pgr
-from introroute.routing_eval.replay import KNOBS, ScoredLog, knob_grid, replay, sweep
+from introroute.routing_eval.replay import ScoredLog, knob_grid, knob_of, replay, sweep
 
 TargetKind = Literal["reliability", "max_expensive_share", "max_cost_per_query", "pgr"]
 #: target kind -> (the metric it constrains, +1 for a floor / -1 for a ceiling)
@@ -150,10 +152,7 @@ class ThresholdFitter:
         min_queries: int = MIN_QUERIES,
         confidence: float | None = None,
     ) -> None:
-        if policy_type not in KNOBS:
-            raise PolicyError(
-                f"calibrate fits {sorted(KNOBS)} (knobs {KNOBS}); policy {policy_type!r} has no fitted knob"
-            )
+        knob_of(policy_type)  # a PolicyError now, not after scoring, for a policy without a knob
         if target is None:
             raise PolicyError("ThresholdFitter needs a target (FitTarget)")
         self.policy_type = policy_type
@@ -180,6 +179,7 @@ class ThresholdFitter:
             "knob": curve.knob,
             "low": grid.low[order],
             "high": grid.high[order],
+            "include_high": np.full(len(order), grid.include_high),
             "quality": curve.quality,
             "share": curve.share,
             "cost_per_query": curve.cost,
@@ -198,7 +198,7 @@ class ThresholdFitter:
         feasible = np.flatnonzero(self.target.met(achieved))
         if not len(feasible):
             best = int(np.nanargmax(achieved * self.target.sense))
-            knob = KNOBS[self.policy_type]
+            knob = knob_of(self.policy_type)
             quality = "" if self.target.metric == "quality" else f", quality {metrics['quality'][best]:.4g}"
             raise PolicyError(
                 f"target {self.target.describe()} cannot be met on the fit split ({len(log)} queries): "
@@ -218,9 +218,9 @@ class ThresholdFitter:
             raise DataError("the fit split has no queries")
         metrics = self._metrics(log)
         best = self._choose(metrics, log)
-        self.knob_ = KNOBS[self.policy_type]
+        self.knob_ = knob_of(self.policy_type)
         self.value_ = shortest_in(
-            float(metrics["low"][best]), float(metrics["high"][best]), self.policy_type == "threshold"
+            float(metrics["low"][best]), float(metrics["high"][best]), bool(metrics["include_high"][best])
         )
         self.params_ = {**self.params, self.knob_: self.value_}
         self.fit_report_ = self.evaluate(log)

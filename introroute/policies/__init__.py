@@ -5,10 +5,11 @@ A policy is a pure function of the scores and the request context, which is why 
 :mod:`introroute.errors`.
 """
 
-from introroute.policies.base import Policy, PolicyChoice, RequestContext, TierInfo
+from introroute.policies.base import KnobGrid, Policy, PolicyChoice, RequestContext, TierInfo
 from introroute.policies.registry import available_policies, build_policy, policy_class
 
 __all__ = [
+    "KnobGrid",
     "Policy",
     "PolicyChoice",
     "RequestContext",

@@ -46,11 +46,11 @@ class CalibrationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Method
-    a: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
-    b: float | None = Field(default=None, allow_inf_nan=False)
-    x: list[_Probability] | None = None
-    y: list[_Probability] | None = None
+    method: Method = Field(description="platt or isotonic")
+    a: float | None = Field(default=None, ge=0.0, allow_inf_nan=False, description="platt: slope on logit(p)")
+    b: float | None = Field(default=None, allow_inf_nan=False, description="platt: intercept")
+    x: list[_Probability] | None = Field(default=None, description="isotonic: scores, increasing")
+    y: list[_Probability] | None = Field(default=None, description="isotonic: mapped scores")
 
     @field_validator("x")
     @classmethod

@@ -150,16 +150,24 @@ class GatekeeperConfig(_Strict):
         description="with url: the key the server was started with (introroute serve --api-key), "
         "sent as 'Authorization: Bearer'; use ${ENV_VAR}",
     )
-    base: str = "smollm2-135m-instruct"
-    adapter: str | None = None
-    max_context: int | None = Field(default=None, gt=0)
-    threads: int | None = Field(default=None, gt=0)
+    base: str = Field(
+        default="smollm2-135m-instruct", description="packaged model name, HF directory or .gguf path"
+    )
+    adapter: str | None = Field(default=None, description="adapter directory; null: the packaged default")
+    max_context: int | None = Field(
+        default=None, gt=0, description="longest prompt in tokens; longer ones are left-truncated"
+    )
+    threads: int | None = Field(default=None, gt=0, description="torch threads; null: torch's default")
     prefix_cache: bool | None = Field(
         default=None,
         description="score on the chat template head's KV cache, prefilled once (null: the adapter's, on)",
     )
-    device: Annotated[str, AfterValidator(check_device)] = "cpu"
-    dtype: Annotated[str, AfterValidator(check_dtype)] = "float32"
+    device: Annotated[str, AfterValidator(check_device)] = Field(
+        default="cpu", description="cpu, cuda, cuda:N or mps"
+    )
+    dtype: Annotated[str, AfterValidator(check_dtype)] = Field(
+        default="float32", description="float32, bfloat16 or float16"
+    )
     timeout_ms: Annotated[float, Field(gt=0)] | Literal["auto"] | None = Field(
         default=None,
         description="scoring time budget, queueing included; auto: measured at load, twice the time "
@@ -226,15 +234,15 @@ class GatekeeperConfig(_Strict):
 class Price(_Strict):
     """USD per one million tokens."""
 
-    input_per_1m: float = Field(ge=0)
-    output_per_1m: float = Field(ge=0)
+    input_per_1m: float = Field(ge=0, description="USD per million prompt tokens")
+    output_per_1m: float = Field(ge=0, description="USD per million output tokens")
 
 
 class Latency(_Strict):
     """Linear latency model: time to first token plus time per output token."""
 
-    ttft_ms: float = Field(ge=0)
-    per_output_token_ms: float = Field(ge=0)
+    ttft_ms: float = Field(ge=0, description="time to the first token, ms")
+    per_output_token_ms: float = Field(ge=0, description="time per output token, ms")
 
 
 class LiteLLMParams(BaseModel):
@@ -246,12 +254,14 @@ class LiteLLMParams(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    model: str
-    api_base: SecretUrl | None = None
-    api_key: SecretStr | None = None
-    timeout: float | None = Field(default=None, gt=0)
-    extra_headers: dict[str, SecretStr] | None = None
-    headers: dict[str, SecretStr] | None = None
+    model: str = Field(description="LiteLLM model string, with its provider (openai/gpt-4o)")
+    api_base: SecretUrl | None = Field(default=None, description="endpoint URL; credentials in it are secret")
+    api_key: SecretStr | None = Field(default=None, description='API key, usually "${ENV_VAR}"')
+    timeout: float | None = Field(default=None, gt=0, description="seconds per LiteLLM call")
+    extra_headers: dict[str, SecretStr] | None = Field(
+        default=None, description="HTTP headers (secret values)"
+    )
+    headers: dict[str, SecretStr] | None = Field(default=None, description="HTTP headers (secret values)")
 
     @model_validator(mode="after")
     def _known_keys(self) -> LiteLLMParams:
@@ -366,11 +376,11 @@ def _did_you_mean(model: str) -> str:
 class TierConfig(_Strict):
     """One model the router can send a request to."""
 
-    name: str = Field(pattern=_NAME)
-    target: str
-    litellm_params: LiteLLMParams | None = None
-    price: Price | None = None
-    latency: Latency | None = None
+    name: str = Field(pattern=_NAME, description="the tier's name in decisions, fallbacks and fail_safe")
+    target: str = Field(description="the gatekeeper head (target) whose probability this tier uses")
+    litellm_params: LiteLLMParams | None = Field(default=None, description="null: the local tier, in-process")
+    price: Price | None = Field(default=None, description="null: from litellm.model_cost (local: free)")
+    latency: Latency | None = Field(default=None, description="latency model for cost_aware and replay")
     modalities: list[Modality] | None = Field(
         default=None, description="input kinds the tier reads; default: text (local), anything (remote)"
     )
@@ -421,7 +431,9 @@ class PolicyConfig(_Strict):
     (credentials in URLs, ``*_key``/``*_token``/``password`` keys) and by origin (``${ENV}``).
     """
 
-    type: str = Field(default="threshold", description="a registered policy name or module:Class")
+    type: str = Field(
+        default="threshold", description="threshold, cost_aware, budget, a plugin name or module:Class"
+    )
     params: dict[str, Any] = Field(
         default_factory=dict, description="the policy's constructor arguments (masked in reprs and dumps)"
     )
@@ -468,10 +480,10 @@ def _mask_secrets(value: Any, redactor: Redactor, key: str = "") -> Any:
 class Backoff(_Strict):
     """Exponential backoff with jitter between retries (tenacity ``wait_exponential_jitter``)."""
 
-    initial_s: float = Field(default=0.5, ge=0)
-    max_s: float = Field(default=8.0, ge=0)
-    exp_base: float = Field(default=2.0, ge=1)
-    jitter_s: float = Field(default=0.5, ge=0)
+    initial_s: float = Field(default=0.5, ge=0, description="first wait, seconds")
+    max_s: float = Field(default=8.0, ge=0, description="longest wait, seconds")
+    exp_base: float = Field(default=2.0, ge=1, description="each wait is this times the previous")
+    jitter_s: float = Field(default=0.5, ge=0, description="random seconds added to each wait")
     retry_after_max_s: float = Field(
         default=30.0,
         ge=0,
@@ -494,9 +506,10 @@ def _error_name(name: str) -> str:
 class RetryConfig(_Strict):
     """Retries of one tier before its fallbacks; ``errors`` names ``litellm.exceptions`` classes."""
 
-    attempts: int = Field(default=2, ge=1)
-    backoff: Backoff = Field(default_factory=Backoff)
+    attempts: int = Field(default=2, ge=1, description="calls per tier, the first included")
+    backoff: Backoff = Field(default_factory=Backoff, description="waits between attempts")
     errors: list[Annotated[str, AfterValidator(_error_name)]] = Field(
+        description="litellm.exceptions classes that are retried",
         default_factory=lambda: [
             "Timeout",
             "APIConnectionError",
@@ -504,7 +517,7 @@ class RetryConfig(_Strict):
             "ServiceUnavailableError",
             "BadGatewayError",
             "RateLimitError",
-        ]
+        ],
     )
 
     def exceptions(self) -> tuple[type[BaseException], ...]:
@@ -536,14 +549,22 @@ class AuditConfig(_Strict):
 class RouterConfig(_Strict):
     """A whole router: gatekeeper, tiers, policy, retries, fallbacks, fail-safe tier and log."""
 
-    name: str = Field(default="default", pattern=_NAME)
-    gatekeeper: GatekeeperConfig | None = None
-    tiers: list[TierConfig] = Field(min_length=1)
-    policy: PolicyConfig = Field(default_factory=PolicyConfig)
-    retries: RetryConfig = Field(default_factory=RetryConfig)
-    fallbacks: dict[str, Annotated[list[str], BeforeValidator(_as_list)]] = Field(default_factory=dict)
-    fail_safe: str | None = None
-    routing_log: str | None = None
+    name: str = Field(
+        default="default", pattern=_NAME, description="served as LiteLLM model introroute/<name>"
+    )
+    gatekeeper: GatekeeperConfig | None = Field(
+        default=None, description="null: none, unless passed as gatekeeper= in code"
+    )
+    tiers: list[TierConfig] = Field(min_length=1, description="ordered cheap -> expensive")
+    policy: PolicyConfig = Field(default_factory=PolicyConfig, description="scores -> tier")
+    retries: RetryConfig = Field(default_factory=RetryConfig, description="retries of one tier")
+    fallbacks: dict[str, Annotated[list[str], BeforeValidator(_as_list)]] = Field(
+        default_factory=dict, description="tier -> tier(s) tried after its retries fail"
+    )
+    fail_safe: str | None = Field(
+        default=None, description="tier used when scoring fails or is shed; null: the last"
+    )
+    routing_log: str | None = Field(default=None, description="JSONL file of routing records; null: off")
     log_prompts: bool = Field(
         default=False,
         description="also write each prompt and answer as text to the routing log (off: only a "

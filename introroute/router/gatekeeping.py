@@ -338,7 +338,7 @@ class Gatekeeping:
         return scoring
 
     def stats(self) -> dict[str, Any]:
-        """Counters since the router was built, and the batcher's state now (see the README)."""
+        """Counters since the router was built, and the batcher's state now (see docs/router.md)."""
         with self._counts_lock:
             counts = dict(self._counts)
         fixed, per_unit = self._batcher.cost.coefficients()

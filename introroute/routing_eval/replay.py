@@ -24,8 +24,10 @@ router's tiers, cheap -> expensive):
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +37,34 @@ from introroute.data.rawfiles import jsonl_rows
 from introroute.data.records import load_logs, outcome_label
 from introroute.data.schema import RoutingRecord
 from introroute.errors import DataError, PolicyError
-from introroute.policies import Policy, RequestContext, TierInfo, build_policy
+from introroute.policies import Policy, TierInfo, build_policy, policy_class
+from introroute.policies.base import KnobGrid
 from introroute.policies.cost_aware import CostAwarePolicy
-from introroute.policies.threshold import ThresholdPolicy
 from introroute.routing_eval.metrics import OperatingCurve
 
 DEFAULT_OUTPUT_TOKENS = 400  # the IntroLM paper's assumed answer length for its latency model
-#: The one parameter each built-in policy family is tuned by.
-KNOBS: dict[str, str] = {"threshold": "tau", "cost_aware": "lam"}
 MAX_GRID = 2000  # knob values replayed per sweep at most (exact below this)
+
+
+def knob_of(policy_type: str) -> str:
+    """The parameter policy ``policy_type`` (built-in, plugin or ``module:Class``) is tuned by."""
+    knob = policy_class(policy_type).knob
+    if knob is None:
+        raise PolicyError(
+            f"policy {policy_type!r} declares no knob to fit or sweep (set the class attribute 'knob')"
+        )
+    return knob
+
+
+def __getattr__(name: str) -> Any:
+    if name == "KNOBS":  # deprecated: each Policy class declares its knob
+        warnings.warn(
+            "introroute.routing_eval.replay.KNOBS is deprecated; use Policy.knob or knob_of(policy_type)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return {"threshold": "tau", "cost_aware": "lam"}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def estimate_prompt_tokens(record: RoutingRecord) -> int:
@@ -365,69 +386,28 @@ class ReplayResult:
         } | {f"share_{t}": float(s) for t, s in enumerate(shares)}
 
 
-def _threshold_choices(policy: ThresholdPolicy, tiers: Sequence[TierInfo], scores: np.ndarray) -> np.ndarray:
-    """ThresholdPolicy.decide for every row at once: the first tier with p >= tau, else the last."""
-    choice = np.full(len(scores), len(tiers) - 1)
-    open_rows = np.ones(len(scores), dtype=bool)
-    for t, tier in enumerate(tiers[:-1]):
-        p = scores[:, t]
-        if np.isnan(p[open_rows]).any():
-            raise PolicyError(
-                f"the scores have no probability for target {tier.target!r} (tier {tier.name!r})"
-            )
-        take = open_rows & (p >= policy.tau)
-        choice[take] = t
-        open_rows &= ~take
-    return choice
-
-
 def cost_aware_utilities(
     policy: CostAwarePolicy, tiers: Sequence[TierInfo], scores: np.ndarray, prompt_tokens: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(P, C, L)`` as CostAwarePolicy.decide sees them: probabilities (unscored -> ``unscored_p``),
-    the policy's expected cost and latency per query and tier (its own ``output_tokens``)."""
-    out_tokens = policy.output_tokens
-    probs = np.where(np.isnan(scores), policy.unscored_p, scores)
-    costs = np.stack(
-        [(prompt_tokens * t.input_per_1m + out_tokens * t.output_per_1m) / 1e6 for t in tiers], axis=1
+    """Deprecated: :meth:`CostAwarePolicy.utilities` (the policy owns its arithmetic now)."""
+    warnings.warn(
+        "cost_aware_utilities is deprecated; use CostAwarePolicy.utilities", DeprecationWarning, stacklevel=2
     )
-    latencies = np.array([t.latency_s(out_tokens) for t in tiers])
-    return probs, costs, np.broadcast_to(latencies, probs.shape)
-
-
-def _cost_aware_choices(
-    policy: CostAwarePolicy, tiers: Sequence[TierInfo], scores: np.ndarray, prompt_tokens: np.ndarray
-) -> np.ndarray:
-    """CostAwarePolicy.decide for every row: the same arithmetic in the same order, so the same
-    floats; ``argmax`` keeps the first of equal utilities, as ``max`` does there."""
-    probs, costs, latencies = cost_aware_utilities(policy, tiers, scores, prompt_tokens)
-    utility = probs * policy.value - policy.lam * costs - policy.latency_weight * latencies
-    return np.argmax(utility, axis=1)
+    return policy.utilities(scores, tiers, prompt_tokens)
 
 
 def choices(policy: Policy, log: ScoredLog, scorer: str, fast: bool = True) -> np.ndarray:
     """The tier index ``policy`` picks for every query of ``log`` given ``scorer``'s scores.
 
-    The threshold and cost-aware policies (exactly those classes) run vectorised; any other
-    policy's :meth:`~Policy.decide` is called once per query, in log order (so a stateful policy
-    such as ``budget`` sees the log as a stream; pass a fresh instance).
+    The policy's own :meth:`~Policy.decide_many` decides (vectorised for the built-ins);
+    ``fast=False`` runs the base class's loop over :meth:`~Policy.decide` instead, once per query
+    in log order (so a stateful policy such as ``budget`` sees the log as a stream; pass a fresh
+    instance).
     """
     scores = log.scorer(scorer)
     policy.check_tiers(log.tiers)
-    if fast and type(policy) is ThresholdPolicy:
-        return _threshold_choices(policy, log.tiers, scores)
-    if fast and type(policy) is CostAwarePolicy:
-        return _cost_aware_choices(policy, log.tiers, scores, log.prompt_tokens)
-    index = {t.name: i for i, t in enumerate(log.tiers)}
-    picked = np.empty(len(log), dtype=int)
-    for row in range(len(log)):
-        given = {t.target: float(p) for t, p in zip(log.tiers, scores[row], strict=True) if not np.isnan(p)}
-        context = RequestContext(tiers=log.tiers, prompt_tokens=int(log.prompt_tokens[row]))
-        name = policy.decide(given, context).tier
-        if name not in index:
-            raise PolicyError(f"policy {policy.name!r} chose {name!r}, not one of the tiers {list(index)}")
-        picked[row] = index[name]
-    return picked
+    decide_many = policy.decide_many if fast else partial(Policy.decide_many, policy)
+    return decide_many(scores, log.tiers, log.prompt_tokens)
 
 
 def replay(policy: Policy, log: ScoredLog, scorer: str, fast: bool = True) -> ReplayResult:
@@ -449,74 +429,14 @@ def replay(policy: Policy, log: ScoredLog, scorer: str, fast: bool = True) -> Re
 # ---------------------------------------------------------------------------- knob sweeps
 
 
-@dataclass(frozen=True)
-class KnobGrid:
-    """One knob value per distinct routing of a log, with the interval that routes it the same.
-
-    Every value in ``(low[i], high[i]]`` (threshold: ``p >= tau``) or ``(low[i], high[i])``
-    (cost weight) routes the log's queries exactly as ``values[i]`` does; a fitted knob can
-    therefore be any number in that interval (a short one reads better in a YAML).
-    """
-
-    name: str
-    values: np.ndarray
-    low: np.ndarray
-    high: np.ndarray
-
-
-def _thin(grid: KnobGrid, limit: int) -> KnobGrid:
-    """At most ``limit`` values, evenly spaced in rank; their intervals then shrink to points."""
-    if len(grid.values) <= limit:
-        return grid
-    keep = np.unique(np.linspace(0, len(grid.values) - 1, limit).round().astype(int))
-    values = grid.values[keep]
-    return KnobGrid(grid.name, values, values.copy(), values.copy())
-
-
 def knob_grid(policy_type: str, params: Mapping[str, object], log: ScoredLog, scorer: str) -> KnobGrid:
-    """Every distinct routing of ``log`` by the policy family's knob (see :data:`KNOBS`).
-
-    threshold: ``tau`` changes the routing only when it crosses a score of a non-last tier, so the
-    distinct scores (plus 1.0 to send everything up, when no score is 1) are all the routings.
-    cost_aware: the choice between tiers i and j of a query flips at
-    ``lam = ((P_i - P_j) * value - w * (L_i - L_j)) / (C_i - C_j)``; one value inside each gap
-    between those break points (and 0 and beyond the last) covers every routing. More than
-    :data:`MAX_GRID` values are thinned evenly.
-    """
-    scores = log.scorer(scorer)
-    if policy_type == "threshold":
-        column = scores[:, :-1]
-        distinct = np.unique(column[np.isfinite(column)])
-        distinct = distinct[(distinct >= 0) & (distinct <= 1)]
-        values = distinct
-        low = np.r_[-np.inf, distinct[:-1]]
-        high = distinct.copy()
-        if not len(distinct) or distinct[-1] < 1.0:
-            top = distinct[-1] if len(distinct) else -np.inf
-            values, low, high = np.r_[values, 1.0], np.r_[low, top], np.r_[high, 1.0]
-        return _thin(KnobGrid("tau", values, low, high), MAX_GRID)
-    if policy_type == "cost_aware":
-        policy = build_policy("cost_aware", {**params, "lam": 0.0})
-        assert isinstance(policy, CostAwarePolicy)
-        policy.check_tiers(log.tiers)
-        probs, costs, latencies = cost_aware_utilities(policy, log.tiers, scores, log.prompt_tokens)
-        points = []
-        n_tiers = len(log.tiers)
-        for i in range(n_tiers):
-            for j in range(i + 1, n_tiers):
-                gain = (probs[:, i] - probs[:, j]) * policy.value - policy.latency_weight * (
-                    latencies[:, i] - latencies[:, j]
-                )
-                spread = costs[:, i] - costs[:, j]
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    points.append(gain / spread)
-        breaks = np.unique(np.concatenate(points)) if points else np.array([])
-        breaks = breaks[np.isfinite(breaks) & (breaks > 0)]
-        if not len(breaks):
-            return KnobGrid("lam", np.array([0.0]), np.array([-np.inf]), np.array([np.inf]))
-        values = np.r_[0.0, (breaks[:-1] + breaks[1:]) / 2, breaks[-1] * 2]
-        return _thin(KnobGrid("lam", values, np.r_[-np.inf, breaks], np.r_[breaks, np.inf]), MAX_GRID)
-    raise PolicyError(f"no knob to sweep for policy {policy_type!r}; supported: {sorted(KNOBS)}")
+    """Every distinct routing of ``log`` by the policy's knob (:meth:`Policy.knob_grid`: exact for
+    the built-ins, sampled for a policy that does not say where its routing changes); more than
+    :data:`MAX_GRID` values are thinned evenly."""
+    knob_of(policy_type)
+    policy = build_policy(policy_type, dict(params))
+    policy.check_tiers(log.tiers)
+    return policy.knob_grid(log.scorer(scorer), log.tiers, log.prompt_tokens).thinned(MAX_GRID)
 
 
 def sweep(
@@ -528,9 +448,7 @@ def sweep(
 ) -> OperatingCurve:
     """Replay the policy family at every knob value (default: :func:`knob_grid`), sorted by the
     most expensive tier's share; ``extra`` holds each tier's share (``share_<t>``)."""
-    knob = KNOBS.get(policy_type)
-    if knob is None:
-        raise PolicyError(f"no knob to sweep for policy {policy_type!r}; supported: {sorted(KNOBS)}")
+    knob = knob_of(policy_type)
     if values is None:
         values = knob_grid(policy_type, params, log, scorer).values
     rows = [

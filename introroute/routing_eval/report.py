@@ -42,7 +42,7 @@ from introroute.routing_eval.metrics import (
     oracle_curve,
     random_curve,
 )
-from introroute.routing_eval.replay import KNOBS, ScoredLog, replay, sweep
+from introroute.routing_eval.replay import ScoredLog, knob_of, replay, sweep
 
 CURVE_POINTS = 101  # shares 0%, 1%, ..., 100% stored per curve in routing.json
 REFERENCES = ("random-routing", "oracle")
@@ -126,7 +126,7 @@ def _method_at(
     if index is None:
         best = int(np.nanargmax(curve.quality))
         return {"met": False, "best_quality": float(curve.quality[best]), "points": len(curve)}
-    knob = KNOBS[policy_type]
+    knob = knob_of(policy_type)
     point = curve.point(index)
     result = replay(build_policy(policy_type, {**params, knob: point["knob"]}), log, scorer)
     return {
@@ -358,7 +358,7 @@ def _multi_tier_markdown(multi: Mapping[str, Any], delta_pts: float) -> list[str
                 )
                 lines.append(f"| {method} | – | – | – | {why} |")
                 continue
-            knob = KNOBS[data["policy"]]
+            knob = knob_of(data["policy"])
             cost = data["cost_per_query"]
             cost_text = f"{_money(cost['value'])} [{_money(cost['lo'])}, {_money(cost['hi'])}]"
             shares = ", ".join(f"{k} {v:.0%}" for k, v in data["shares"].items())
