@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -122,7 +123,7 @@ class LocalTier:
 
     def stream(
         self, messages: list[Any], optional_params: Mapping[str, Any], litellm_params: Any
-    ) -> Iterator[GenericStreamingChunk]:
+    ) -> Generator[GenericStreamingChunk, None, None]:
         """The answer's chunks: the lent prefill is claimed now, while it is lent; the slot is
         taken and generation starts at the first ``next()`` (on a worker thread for
         :meth:`astream`, so the event loop never waits for a slot)."""
@@ -130,20 +131,29 @@ class LocalTier:
 
     def _chunks_in_slot(
         self, messages: list[Any], optional_params: Mapping[str, Any], prefill: Any
-    ) -> Iterator[GenericStreamingChunk]:
+    ) -> Generator[GenericStreamingChunk, None, None]:
         with self._slot():
             yield from _chunks(self._generate(messages, optional_params, prefill, stream=True))
 
     async def acomplete(self, *args: Any) -> ModelResponse:
-        """:meth:`complete` on a worker thread (generation is CPU-bound; the loop stays free)."""
-        return await asyncio.to_thread(self.complete, *args)
+        """:meth:`complete` on a thread of its own (generation is CPU-bound; the loop stays free).
+
+        Not asyncio's default executor: a request waiting for a slot would hold one of its few
+        workers, and enough of them would starve every other ``to_thread`` user of the loop.
+        """
+        return await _in_own_thread(self.complete, *args)
 
     def astream(self, *args: Any) -> AsyncIterator[GenericStreamingChunk]:
-        """:meth:`stream` as an async iterator, each next piece computed on a worker thread.
+        """:meth:`stream` as an async iterator, each next piece computed on the stream's own thread.
 
         A plain function, not an async generator: the prefill must be claimed during the call.
         """
         return _next_in_thread(self.stream(*args))
+
+
+async def _in_own_thread(function: Callable[..., Any], *args: Any) -> Any:
+    with ThreadPoolExecutor(1, thread_name_prefix="introroute-local") as thread:
+        return await asyncio.get_running_loop().run_in_executor(thread, function, *args)
 
 
 def _chunks(generation: GenerationStream) -> Iterator[GenericStreamingChunk]:
@@ -153,10 +163,25 @@ def _chunks(generation: GenerationStream) -> Iterator[GenericStreamingChunk]:
     yield _chunk("", generation)
 
 
-async def _next_in_thread(chunks: Iterator[GenericStreamingChunk]) -> AsyncIterator[GenericStreamingChunk]:
+async def _next_in_thread(
+    chunks: Generator[GenericStreamingChunk, None, None],
+) -> AsyncIterator[GenericStreamingChunk]:
+    """Each next chunk on this stream's own thread, and the stream closed there when the caller
+    stops early (which frees its generation slot at once, not at garbage collection).
+
+    Why a thread per stream: a stream waiting for a slot blocks its thread; on a shared pool
+    (asyncio's default executor has a handful of workers) enough waiting streams would leave
+    none for the stream holding the slot, and every one of them would wait for ever.
+    """
     done = object()
-    while (chunk := await asyncio.to_thread(next, chunks, done)) is not done:
-        yield chunk  # type: ignore[misc]
+    loop = asyncio.get_running_loop()
+    thread = ThreadPoolExecutor(1, thread_name_prefix="introroute-local")
+    try:
+        while (chunk := await loop.run_in_executor(thread, next, chunks, done)) is not done:
+            yield chunk  # type: ignore[misc]
+    finally:
+        thread.submit(chunks.close)
+        thread.shutdown(wait=False)
 
 
 def _chunk(text: str, finished: GenerationStream | None = None) -> GenericStreamingChunk:
