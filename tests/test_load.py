@@ -7,6 +7,7 @@ decode step is parked mid-forward.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -148,4 +149,31 @@ def test_scoring_proceeds_while_a_decode_step_is_parked(tiny_base_dir):
         del gk.plain.forward
     assert all(d.reason is None for d in scored), [d.fail_safe_reason for d in scored]
     assert (text, decision.tier) == (expected, "local")
+    router.close()
+
+
+def test_async_streams_waiting_for_the_one_slot_all_finish_and_an_abandoned_one_frees_it(tiny_base_dir):
+    # More streams than asyncio's default executor has workers, all waiting for one slot: each
+    # stream waits on a thread of its own, so the one holding the slot always gets to go on.
+    gk = _gatekeeper(tiny_base_dir)
+    router = _local_router(gk, max_wait_ms=30, max_generations=1)
+    sequential = [_answer(router, m)[0] for m in MIXED]
+    work = [i % len(MIXED) for i in range(12)]
+
+    async def streamed(messages) -> str:
+        stream = await router.acompletion(messages=messages, max_tokens=12, stream=True)
+        return "".join([c.choices[0].delta.content or "" async for c in stream])
+
+    async def abandoned_then_answered() -> str:
+        stream = await router.acompletion(messages=MIXED[0], max_tokens=12, stream=True)
+        async for _ in stream:
+            break  # the caller stops reading: the slot must not stay taken
+        await stream.aclose()
+        return await asyncio.wait_for(streamed(MIXED[1]), timeout=60)
+
+    async def together():
+        return await asyncio.wait_for(asyncio.gather(*(streamed(MIXED[i]) for i in work)), timeout=120)
+
+    assert asyncio.run(together()) == [sequential[i] for i in work]
+    assert asyncio.run(abandoned_then_answered()) == sequential[1]
     router.close()
