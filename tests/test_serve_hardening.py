@@ -237,6 +237,22 @@ def test_a_remote_router_starts_no_batching_worker():
     assert started == set()
 
 
+def test_closing_a_remote_router_stops_the_client_it_built():
+    def loops() -> int:
+        return sum(t.name == "introroute-remote" and t.is_alive() for t in threading.enumerate())
+
+    before = loops()
+    with FaultyGatekeeperServer("ok") as server:
+        router = Router.from_dict(remote_router_config(server.url, timeout_ms=5000))
+        assert router.route(QUESTION).fail_safe_reason is None  # the sync path starts its loop thread
+        assert loops() == before + 1
+        router.close()
+    deadline = time.monotonic() + 10
+    while loops() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert loops() == before
+
+
 # -- old option names still work --------------------------------------------------------------------
 
 

@@ -179,7 +179,9 @@ class Router:
                 )
             from introroute.server.client import RemoteGatekeeping  # httpx only: no torch
 
-            return RemoteGatekeeping(factory, keep_prefill=False, timeout_s=timeout_s)
+            return RemoteGatekeeping(
+                factory, keep_prefill=False, timeout_s=timeout_s, owns_scorer=gatekeeper is None
+            )
         options = (
             BatchingOptions(
                 max_batch_size=spec.max_batch_size,

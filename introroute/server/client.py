@@ -151,7 +151,22 @@ class RemoteScorer:
 
 class RemoteGatekeeping(Gatekeeping):
     """:class:`Gatekeeping` without the micro-batcher: every request calls the remote scorer at
-    once (the server batches concurrent requests itself); scores are validated and counted alike."""
+    once (the server batches concurrent requests itself); scores are validated and counted alike.
+
+    ``owns_scorer``: the router built the scorer from its config, so :meth:`close` closes it too
+    (its sync loop thread and connection pools); a scorer the caller passed in stays theirs.
+    """
+
+    def __init__(self, *args: Any, owns_scorer: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.owns_scorer = owns_scorer
+
+    def close(self) -> None:
+        super().close()
+        if self.owns_scorer and self._loader.state == "ready":
+            close = getattr(self._loader.get(), "close", None)
+            if callable(close):
+                close()
 
     def score(self, messages: Messages) -> Scoring:
         start = time.perf_counter()
