@@ -232,7 +232,7 @@ def test_truncation_keeps_intro_and_reports(tiny_base_dir):
 @pytest.mark.parametrize(
     ("messages", "match"),
     [
-        ([], "empty"),
+        ([], "at least one message"),
         ("hello", "list of message objects"),
         ([{"role": "system", "content": "be brief"}], "no user message"),
         ([{"role": "user", "content": "   "}], "no user message"),

@@ -68,9 +68,9 @@ class FakeLlamaServer:
 
 
 def _client(export_dir, server: FakeLlamaServer) -> LlamaCppGatekeeper:
-    gk = LlamaCppGatekeeper("http://127.0.0.1:9", export_dir, timeout_s=1.0)
-    gk._client = httpx.Client(transport=httpx.MockTransport(server))
-    return gk
+    return LlamaCppGatekeeper(
+        "http://127.0.0.1:9", export_dir, timeout_s=1.0, transport=httpx.MockTransport(server)
+    )
 
 
 def test_score_is_the_biased_two_token_ratio(export_dir):

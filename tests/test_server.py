@@ -94,7 +94,7 @@ def test_health_and_target_subsets():
 @pytest.mark.parametrize(
     ("body", "cause"),
     [
-        ({"messages": []}, "messages is empty"),
+        ({"messages": []}, "messages must contain at least one message"),
         ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role is 'wizard'"),
         ({"messages": "hello"}, "messages: Input should be a valid list"),
         ({"prompt": "hello"}, "messages: Field required"),
@@ -135,7 +135,7 @@ def test_scorer_failure_is_a_500_that_names_no_internals_and_is_logged(caplog):
             GatekeeperError, match=r"answered 500: gatekeeper error \(error\); see the server log"
         ):
             remote.scores(QUESTION)
-        with pytest.raises(MessagesError, match="messages is empty"):
+        with pytest.raises(MessagesError, match="messages must contain at least one message"):
             remote.scores([])
         remote.close()
     assert response.status_code == 500

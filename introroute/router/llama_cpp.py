@@ -46,6 +46,9 @@ META_FILE = "introroute_gguf.json"  # as written by introroute.gatekeeper.gguf_a
 # small enough that float32 keeps ~1e-5 of the difference that makes the score.
 BIAS_FLOOR = 200.0
 FINISH = {"eos": "stop", "word": "stop", "limit": "length"}
+# The longest wait for the next bytes of an answer: the scoring budget bounds the score request
+# only; an answer of hundreds of tokens legitimately takes longer than any scoring budget.
+GENERATION_READ_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -68,6 +71,9 @@ class LlamaCppGatekeeper(RemoteScorer):
 
     ``export`` is the export directory (its ``introroute_gguf.json`` and tokenizer; the GGUF files
     are the server's), ``adapter_id`` the adapter's index in the server's ``--lora`` list.
+    Score requests go through :class:`RemoteScorer`'s calls (one overall deadline, ``timeout_s``);
+    answers through a plain sync client whose reads wait up to ``GENERATION_READ_TIMEOUT_S``.
+    ``transport`` (httpx's, sync and async, e.g. ``httpx.MockTransport``) serves both.
     """
 
     def __init__(
@@ -78,8 +84,12 @@ class LlamaCppGatekeeper(RemoteScorer):
         timeout_s: float | None = None,
         adapter_id: int = 0,
         max_context: int = 2048,
+        transport: Any = None,
     ) -> None:
-        super().__init__(url, timeout_s=timeout_s)
+        super().__init__(url, timeout_s=timeout_s, transport=transport)
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(GENERATION_READ_TIMEOUT_S, connect=self.timeout_s), transport=transport
+        )
         directory = Path(export)
         try:
             meta = json.loads((directory / META_FILE).read_text())
@@ -139,13 +149,10 @@ class LlamaCppGatekeeper(RemoteScorer):
             scores[target] = positive / total
         return scores
 
-    def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
-        return self._checked(self._send(lambda: self._client.post(f"{self.url}/completion", json=payload)))
-
     def prefill(self, messages: Messages) -> LlamaCppPrefill:
         """Score ``messages`` and remember the server slot whose KV cache now holds the prompt."""
         prompt = self.encode(messages)
-        body = self._post(self._score_request(prompt))
+        body = self._blocking(self._call("POST", "/completion", self._score_request(prompt)))
         slot = int(body.get("id_slot", -1))
         return LlamaCppPrefill(self._read_scores(body), prompt, slot, body.get("timings", {}))
 
@@ -153,15 +160,8 @@ class LlamaCppGatekeeper(RemoteScorer):
         return self.prefill(messages).scores
 
     async def ascores(self, messages: Messages) -> dict[str, float]:
-        prompt = self.encode(messages)
-        client = self._async_client()
-        try:
-            response = await client.post(f"{self.url}/completion", json=self._score_request(prompt))
-        except httpx.TimeoutException as exc:
-            raise self._timeout() from exc
-        except httpx.HTTPError as exc:
-            raise GatekeeperError(f"llama-server {self.url} unreachable: {type(exc).__name__}") from exc
-        return self._read_scores(self._checked(response))
+        body = await self._call("POST", "/completion", self._score_request(self.encode(messages)))
+        return self._read_scores(body)
 
     # ------------------------------------------------------------------ the local answer
     def generate_from(
@@ -196,7 +196,11 @@ class LlamaCppGatekeeper(RemoteScorer):
         prompt_tokens = len(prefill.prompt.ids)
         if stream:
             return self._stream(payload, prompt_tokens)
-        body = self._post(payload)
+        try:
+            response = self._client.post(f"{self.url}/completion", json=payload)
+        except httpx.HTTPError as exc:
+            raise GatekeeperError(f"llama-server {self.url} failed to answer: {type(exc).__name__}") from None
+        body = self._checked(response)
         prefill.timings = body.get("timings", {})
         tokens = [int(t) for t in body.get("tokens", [])]
         return Generation(
@@ -229,6 +233,11 @@ class LlamaCppGatekeeper(RemoteScorer):
 
         result.pieces = pieces()
         return result
+
+    def close(self) -> None:
+        """Close the answers' connection pool too."""
+        super().close()
+        self._client.close()
 
     def __repr__(self) -> str:
         return f"LlamaCppGatekeeper({self.url!r}, timeout_s={self.timeout_s:g})"

@@ -50,13 +50,20 @@ def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> Non
 class RemoteScorer:
     """Scores through ``POST {url}/score``; ``targets`` from ``GET {url}/health`` (asked once).
 
-    ``timeout_s`` bounds each call as a whole; ``api_key`` is sent as ``Authorization: Bearer``.
+    ``timeout_s`` bounds each call as a whole; ``api_key`` is sent as ``Authorization: Bearer``;
+    ``transport`` is httpx's (a mock or a proxy transport; default: plain TCP).
     """
 
     def __init__(
-        self, url: str, *, timeout_s: float | None = None, api_key: str | SecretStr | None = None
+        self,
+        url: str,
+        *,
+        timeout_s: float | None = None,
+        api_key: str | SecretStr | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self._transport = transport
         self.timeout_s = timeout_s or DEFAULT_TIMEOUT_S
         key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -118,7 +125,8 @@ class RemoteScorer:
             for old in [other for other in self._async_clients if other.is_closed()]:
                 del self._async_clients[old]  # a finished asyncio.run(): its pool is unusable
             # Per-operation timeouts as a backstop; the overall deadline is _call's wait_for.
-            client = self._async_clients[loop] = httpx.AsyncClient(timeout=self.timeout_s)
+            client = httpx.AsyncClient(timeout=self.timeout_s, transport=self._transport)
+            self._async_clients[loop] = client
         return client
 
     def _checked(self, response: httpx.Response) -> dict[str, Any]:
