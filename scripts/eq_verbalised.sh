@@ -5,7 +5,7 @@
 # within-relation AUC), the shipped recipe (paper placement r=32). The linear side is that script's
 # k=1 run (same command without --head). A finished run is skipped (the script resumes).
 # Summary: results/eq_recipe/verbalised.json. FULL=1 also evaluates both on the test splits (held-out
-# entities + unseen relations) with a paired bootstrap (scripts/paired_auc.py).
+# entities + unseen relations) with a paired bootstrap (introroute paired-auc).
 #   bash scripts/eq_verbalised.sh     (~15-25 min per run on one thread)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,5 +34,5 @@ PY
 [[ "${FULL:-0}" == 1 ]] || exit 0
 eq_eval_lane linear_k1 "$RUNS/intro_k1"
 eq_eval_lane verbalised "$RUNS/verbalised"
-"$BIN/python" scripts/paired_auc.py "$RUNS/ev_verbalised/predictions.jsonl:verbalised" \
+"$BIN/introroute" paired-auc "$RUNS/ev_verbalised/predictions.jsonl:verbalised" \
   "$RUNS/ev_linear_k1/predictions.jsonl:linear_k1" --out results/eq_recipe/paired_verbalised_vs_linear.json

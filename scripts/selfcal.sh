@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 20 item 3: fit the threshold preset's tau where the `self` head is used (docs/selfcal.md).
+# Issue 20 item 3: fit the threshold preset's tau where the `self` head is used (docs/results-factual-qa.md).
 # SmolLM2's own graded answers on general recall questions (`general-qa`: ARC/MMLU questions asked
 # without options, vendored as self_smollm2_general), on EntityQuestions' capitals of countries
 # (`country-capitals`: the demo's kind of common fact, self_smollm2_capitals) and on a 17-question

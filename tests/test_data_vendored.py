@@ -88,7 +88,7 @@ def test_self_labels_line_up_with_the_routellm_records(vendored: dict[str, list]
 
 @pytest.mark.skipif(not (data_root() / "entityquestions").is_dir(), reason="public data folder not present")
 def test_selfcal_labels_are_the_loaders_questions() -> None:
-    """self_smollm2_general / _capitals (docs/selfcal.md): every question the loader builds, once,
+    """self_smollm2_general / _capitals (docs/results-factual-qa.md): every question the loader builds, once,
     as asked, in the loader's split; the accuracies ATTRIBUTION.md states."""
     from introroute.data.benchmarks import load_benchmark
 

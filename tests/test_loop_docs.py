@@ -1,11 +1,12 @@
-"""The loop on the router's own traffic, end to end, as docs/loop.md tells it (issue 20).
+"""The loop on the router's own traffic, end to end, as docs/calibration.md tells it (issue 20).
 
 The router (fake gatekeeper, fake OpenAI-compatible provider on 127.0.0.1) writes its decision
 log with audits -> ``introroute label`` grades it with a fake judge -> ``introroute calibrate``
 re-fits tau to a reliability with a confidence bound -> the new YAML routes differently and meets
 the target on the held-out split; the same log trains a ``gpt-4o`` head heads-only on a tiny
-random model. The YAML and every ``introroute`` command are read from docs/loop.md, so the page
-and this test cannot drift. Substitutions (and only these): the audit share is 1.0 (every local
+random model. The YAML and every ``introroute`` command are read from the section "Your traffic, your
+thresholds" of docs/calibration.md, so the page and this test cannot drift; the README's short
+version must quote the same commands. Substitutions (and only these): the audit share is 1.0 (every local
 answer audited, so a few hundred requests suffice), and ``--from-adapter default`` is a tiny
 random adapter (``--base`` the tiny model) instead of the packaged SmolLM2.
 """
@@ -29,21 +30,45 @@ from introroute.decision_log import DecisionRecord, prompt_id
 from introroute.gatekeeper import IntroConfig, IntroLM, load_base
 from introroute.router import Router
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "loop.md"
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "calibration.md"
+SECTION = "## Your traffic, your thresholds"
 REQUESTS = 240
 PROXY = "gpt-4-1106-preview"
 
 
-def _blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
+def _section(path: Path) -> str:
+    """The text of the walk-through's section of ``path``, up to the next section of its level."""
+    text = path.read_text(encoding="utf-8")
+    start = text.index(SECTION) + len(SECTION)
+    end = text.find("\n## ", start)
+    return text[start : end if end >= 0 else None]
+
+
+def _blocks(language: str, path: Path = DOC) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", _section(path), re.S)
+
+
+def _command_lines(path: Path = DOC) -> list[str]:
+    return [
+        line
+        for block in _blocks("bash", path)
+        for line in block.splitlines()
+        if line.startswith("introroute ")
+    ]
 
 
 def _commands() -> dict[str, list[str]]:
     """``introroute`` commands of the page by sub-command, as argv lists."""
-    lines = [
-        line for block in _blocks("bash") for line in block.splitlines() if line.startswith("introroute ")
-    ]
-    return {shlex.split(line)[1]: shlex.split(line)[1:] for line in lines}
+    return {shlex.split(line)[1]: shlex.split(line)[1:] for line in _command_lines()}
+
+
+def test_the_readme_walk_through_quotes_the_tested_commands():
+    readme = _command_lines(ROOT / "README.md")
+    assert readme == _command_lines()
+    [page_yaml] = _blocks("yaml")
+    [readme_yaml] = _blocks("yaml", ROOT / "README.md")
+    assert all(line in page_yaml.splitlines() for line in readme_yaml.splitlines())
 
 
 def _score(i: int) -> float:

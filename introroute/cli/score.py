@@ -126,7 +126,7 @@ What the numbers mean:
           probability: on common facts a wrong answer can score high (the capital of Bhutan, 0.87).
           Routers use a fitted threshold: the threshold preset's was fitted so that at most 5% of
           questions are kept local and answered wrongly on each of EntityQuestions, capitals of
-          countries and general recall questions (docs/selfcal.md); above it, 1 local answer in 3
+          countries and general recall questions (docs/results-factual-qa.md); above it, 1 local answer in 3
           (EntityQuestions) or in 6 (capitals of countries) is still wrong.
   other = P(that remote model answers well), learned from RouteLLM's MMLU log (7,579 train
           questions). These heads are weak (within-subject ROC-AUC 0.60 Mixtral, 0.66 GPT-4):

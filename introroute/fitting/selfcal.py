@@ -4,7 +4,7 @@ Why per source: a threshold fitted for reliability 0.95 on one kind of question 
 templates) promises nothing on another. The preset's former ``tau 0.802`` kept 11% of templated
 questions local at 0.95, yet kept "What is the capital of Bhutan?" (P(self) 0.867, answered
 "Lumbak") local: on common facts SmolLM2 is often right and its wrong answers score as high as
-its right ones (docs/selfcal.md). So the fit here takes a threshold per source of the fit split
+its right ones (docs/results-factual-qa.md). So the fit here takes a threshold per source of the fit split
 and keeps the highest (``--rule every``: the target holds on each source, not only on their
 pooled mix, whose share of each source is arbitrary), then reports
 on held-out splits, per source, the kept-local share, the reliability (the paper's: 1 - share of
