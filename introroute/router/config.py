@@ -13,12 +13,13 @@ Schema (YAML)::
       base: smollm2-135m-instruct     # packaged name, HF directory or .gguf path
       adapter: null                   # adapter directory (null: the packaged default)
       max_context: 2048
-      threads: 2
+      threads: 1                      # torch threads per forward (2 thrash under concurrent callers)
       prefix_cache: true              # reuse the chat template head's KV cache (null: the adapter's)
       device: cpu                     # cpu, cuda, cuda:N or mps
       dtype: float32                  # float32, bfloat16 or float16 (bf16 halves a GPU's memory)
-      timeout_ms: 500                 # scoring budget (queue + forward); over it -> fail_safe tier
-                                      # auto: measured at load to fit budget_callers requests
+      timeout_ms: auto                # scoring budget (queue + forward); over it -> fail_safe tier
+                                      # auto: measured at load to fit budget_callers requests;
+                                      # a number of ms (required with url)
       budget_callers: 16              # with timeout_ms: auto, simultaneous requests the budget fits
       max_generations: 1              # local-tier answers generated at once, beside scoring
       max_batch_size: 8               # concurrent requests scored in one padded forward
