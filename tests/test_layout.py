@@ -154,3 +154,41 @@ def test_request_path_loads_no_offline_code():
         if any(_within(m, p) for p in [*OFFLINE, "introroute.cli", "sklearn", "matplotlib"])
     ]
     assert not loaded
+
+
+def _module_level_imports(path: Path) -> set[str]:
+    """The introroute modules ``path`` imports outside functions (``if TYPE_CHECKING:`` included)."""
+    found = set()
+    pending = list(ast.parse(path.read_text(), str(path)).body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)  # from pkg import module
+        elif isinstance(node, ast.If | ast.Try):
+            pending += (
+                node.body + node.orelse + getattr(node, "handlers", []) + getattr(node, "finalbody", [])
+            )
+        elif isinstance(node, ast.ExceptHandler):
+            pending += node.body
+    return {m for m in found if _within(m, "introroute")}
+
+
+def test_no_two_modules_import_each_other():
+    """Two modules that import each other at module level are one idea split in two files (and an
+    import-order trap); a package's ``__init__`` re-exporting its own modules is not a cycle."""
+    modules = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
+    imports = {name: _module_level_imports(path) & set(modules) for name, path in modules.items()}
+
+    def is_package_of(package: str, module: str) -> bool:
+        return modules[package].name == "__init__.py" and module.startswith(package + ".")
+
+    cycles = sorted(
+        f"{a} <-> {b}"
+        for a, found in imports.items()
+        for b in found
+        if a < b and a in imports[b] and not is_package_of(a, b) and not is_package_of(b, a)
+    )
+    assert not cycles, "two-file import cycles:\n" + "\n".join(cycles)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from introroute.cli.outputs import add_overwrite_argument, check_output
 from introroute.data.paths import add_log_argument
+from introroute.gatekeeper.spec import ModelSpec, add_model_arguments
 
 if TYPE_CHECKING:
     import numpy as np
@@ -69,7 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per CI")
     parser.add_argument("--batch-size", type=int, default=8, help="IntroLM scoring batch")
     parser.add_argument("--seed", type=int, default=0, help="seed of --limit and the bootstrap")
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    # the IntroLM scorers' placement; their adapter (and its base) comes from each --scorer
+    add_model_arguments(parser, adapter=False, base=False, max_context=False, prefix_cache=False)
 
 
 def introlm_scores(
@@ -95,12 +97,11 @@ def introlm_scores(
 
 
 def _introlm_scores(
-    directory: Path, conversations: list[Messages], batch_size: int
+    spec: ModelSpec, conversations: list[Messages], batch_size: int
 ) -> tuple[list[str], np.ndarray]:
-    """The adapter's probabilities for every target it predicts."""
-    from introroute.gatekeeper import IntroLM
-
-    gk = IntroLM.from_pretrained(str(directory))
+    """The probabilities of the adapter ``spec`` loads, for every target it predicts."""
+    gk = spec.load()
+    directory = Path(str(spec.adapter))
     return gk.targets, introlm_scores(gk, conversations, batch_size, f"introlm {directory.name}")
 
 
@@ -167,7 +168,8 @@ def score(
     if all(f.suffix == ".jsonl" and f.is_file() for f in files):
         return reused_scores(name, files, ids, args.targets)
     if (directory / META_FILE).is_file():
-        model_targets, probabilities = _introlm_scores(directory, conversations, args.batch_size)
+        spec = ModelSpec.from_args(args, adapter=str(directory))
+        model_targets, probabilities = _introlm_scores(spec, conversations, args.batch_size)
     else:
         model = load_baseline(directory)
         model_targets, probabilities = model.targets, model.predict_proba(conversations, groups=groups)

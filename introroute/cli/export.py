@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from introroute.devices import add_device_arguments
 from introroute.errors import ConfigError
+from introroute.gatekeeper.spec import ModelSpec, add_model_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=["gguf-alora", "plain"], required=True)
-    parser.add_argument("--adapter", help="adapter directory (default: the shipped adapter)")
-    parser.add_argument("--base", help="base model the adapter loads onto (default: the adapter's)")
+    add_model_arguments(parser, max_context=False, prefix_cache=False)
     parser.add_argument(
         "--base-gguf",
         type=Path,
@@ -26,15 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "or the base itself when it is a .gguf file)",
     )
     parser.add_argument("--out", type=Path, required=True, help="directory to write")
-    add_device_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
-    from introroute.gatekeeper import IntroLM
     from introroute.gatekeeper.export import export_plain
     from introroute.gatekeeper.gguf_alora import export_gguf_alora
 
-    gk = IntroLM.from_pretrained(args.adapter, base=args.base, device=args.device, dtype=args.dtype)
+    gk = ModelSpec.from_args(args).load()
     if args.format == "plain":
         print(export_plain(gk, args.out))
         return 0

@@ -12,21 +12,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from introroute.devices import add_device_arguments
 from introroute.errors import MessagesError
+from introroute.gatekeeper.spec import ModelSpec, add_model_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("question", nargs="?", help="the user message to score")
     parser.add_argument("--messages", type=Path, help="a JSON file with a list of chat messages instead")
-    parser.add_argument("--adapter", help="adapter directory (default: the shipped adapter, if any)")
-    parser.add_argument(
-        "--base", help="base model: smollm2-135m-instruct, gemma-3-270m, a .gguf file or an HF directory"
-    )
-    add_device_arguments(parser)
+    add_model_arguments(parser, max_context=False, prefix_cache=False)
     parser.add_argument("--answer", action="store_true", help="also generate the local model's answer")
     parser.add_argument("--max-new-tokens", type=int, default=128, help="answer length at most (--answer)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument(
         "--explain",
@@ -54,13 +49,9 @@ def read_messages(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from introroute.gatekeeper import IntroLM
-
     messages = read_messages(args)
     started = time.perf_counter()
-    gatekeeper = IntroLM.from_pretrained(
-        args.adapter, base=args.base, threads=args.threads, device=args.device, dtype=args.dtype
-    )
+    gatekeeper = ModelSpec.from_args(args).load()
     loaded = time.perf_counter()
     prefill = gatekeeper.prefill(messages)
     report: dict[str, Any] = {

@@ -16,26 +16,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from introroute.devices import add_device_arguments
 from introroute.errors import ConfigError
+from introroute.gatekeeper.spec import ModelSpec, add_model_arguments
 from introroute.server.options import API_KEY_ENV, ServeOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (loopback only)")
     parser.add_argument("--port", type=int, default=8765, help="TCP port to listen on")
-    parser.add_argument("--adapter", help="adapter directory (default: the shipped adapter, if any)")
-    parser.add_argument(
-        "--base", help="base model: smollm2-135m-instruct, gemma-3-270m, a .gguf file or an HF directory"
-    )
-    add_device_arguments(parser)
-    parser.add_argument("--max-context", type=int, help="prompt tokens kept (longer prompts are truncated)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
-    parser.add_argument(
-        "--prefix-cache",
-        action=argparse.BooleanOptionalAction,
-        help="reuse the chat template head's KV cache across requests (default: the adapter's setting)",
-    )
+    add_model_arguments(parser)
     parser.add_argument("--scorer", help="serve 'pkg.module:factory' (a callable returning a Scorer) instead")
     parser.add_argument(
         "--max-batch-size",
@@ -89,17 +78,7 @@ def load_scorer(args: argparse.Namespace) -> Any:
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"--scorer {args.scorer!r}: cannot import: {exc}") from exc
         return factory()
-    from introroute.gatekeeper import IntroLM
-
-    return IntroLM.from_pretrained(
-        args.adapter,
-        base=args.base,
-        max_context=args.max_context,
-        threads=args.threads,
-        prefix_cache=args.prefix_cache,
-        device=args.device,
-        dtype=args.dtype,
-    )
+    return ModelSpec.from_args(args).load()
 
 
 def batching_options(args: argparse.Namespace) -> Any:

@@ -20,8 +20,8 @@ import numpy as np
 
 from introroute.cli.outputs import add_overwrite_argument, atomic_dir, check_output
 from introroute.data.paths import add_log_argument
-from introroute.devices import add_device_arguments
 from introroute.errors import ConfigError
+from introroute.gatekeeper.spec import ModelSpec, add_model_arguments
 
 CHANCE_AUC = 0.55
 """Below this validation AUC a head hardly ranks better than a coin (0.5): warn loudly."""
@@ -40,7 +40,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=Path, required=True, help="adapter directory to write")
     add_overwrite_argument(parser)
-    parser.add_argument("--base", help="packaged name, .gguf or HF dir (default: smollm2-135m-instruct)")
     parser.add_argument(
         "--from-adapter",
         help="start from a trained adapter (a directory, or 'default': the shipped one) instead of a "
@@ -54,7 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --from-adapter: train only the heads, LoRA and [INTRO] rows frozen (more labels for "
         "a remote model without moving 'self')",
     )
-    add_device_arguments(parser)
+    add_model_arguments(
+        parser,
+        adapter=False,  # train starts from --from-adapter (its own rules), or from a fresh LoRA
+        max_context=False,
+        prefix_cache=False,
+        base_help="packaged name, .gguf or HF dir (default: smollm2-135m-instruct)",
+    )
     parser.add_argument(
         "--mixed-precision",
         choices=["no", "bf16", "fp16"],
@@ -109,7 +114,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--warmup", type=float, default=0.0, help="warm-up, as a fraction of all steps")
     parser.add_argument("--max-grad-norm", type=float, help="clip gradients to this norm")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own)")
     parser.add_argument(
         "--strict",
         action="store_true",
@@ -244,15 +248,13 @@ def head_names(specs: Sequence[str]) -> tuple[list[str], list[str]]:
 
 def _start_adapter(args: argparse.Namespace, device: Any) -> Any:
     """The adapter ``--from-adapter`` names, loaded trainable; ``--targets`` must be among its heads."""
-    from introroute.gatekeeper import DEFAULT_BASE, IntroLM
+    from introroute.gatekeeper import DEFAULT_BASE
     from introroute.gatekeeper.persistence import default_adapter_dir
 
     directory = args.from_adapter
     if directory == "default" and (directory := default_adapter_dir(args.base or DEFAULT_BASE)) is None:
         raise ConfigError(f"no adapter is shipped for base {args.base or DEFAULT_BASE!r}")
-    gk = IntroLM.from_pretrained(
-        str(directory), base=args.base, max_context=args.max_context, device=str(device), dtype=args.dtype
-    )
+    gk = ModelSpec.from_args(args, adapter=str(directory), device=str(device)).load()
     if gk.config.head == "verbalised":
         if args.heads_only:
             raise ConfigError(f"adapter {directory} reads the LM's own tokens: it has no head to train alone")

@@ -14,18 +14,16 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from introroute.errors import ConfigError
-
-if TYPE_CHECKING:
-    from introroute.router.router import Router
+from introroute.router.router import Router
 
 CONFIG_ENV = "INTROROUTE_CONFIG"
 DEFAULT_CONFIG = "introroute.yaml"
 MODEL_PREFIX = "introroute/"
 
-_by_name: dict[str, Router] = {}
+_by_name = Router.registered  # filled by Router.__init__
 _by_path: dict[Path, Router] = {}
 _lock = threading.Lock()
 
@@ -45,8 +43,6 @@ def _config_files() -> list[Path]:
 
 def from_file(path: str | os.PathLike[str]) -> Router:
     """The router defined by a YAML file, built once per file."""
-    from introroute.router.router import Router  # router.py imports this module
-
     key = Path(path).resolve()
     with _lock:
         if key not in _by_path:

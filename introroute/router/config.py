@@ -60,6 +60,7 @@ provider, and YAML aliases may not expand past :data:`MAX_YAML_NODES` values. Se
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import inspect
@@ -89,6 +90,7 @@ from pydantic import (
 
 from introroute.devices import check_device, check_dtype
 from introroute.errors import ConfigError, PolicyError
+from introroute.gatekeeper.spec import ModelSpec
 from introroute.policies import TierInfo, build_policy
 from introroute.router import heads
 from introroute.router.calibration import CalibrationConfig
@@ -106,6 +108,8 @@ _NOT_SECRET = frozenset({"bos_token", "eos_token"})  # prompt-template strings, 
 MAX_YAML_NODES = 100_000
 #: Deeper nesting than this is not a router config (and would exhaust Python's recursion limit).
 MAX_YAML_DEPTH = 64
+# GatekeeperConfig fields that place a local model: exactly the ModelSpec's
+MODEL_FIELDS = frozenset(field.name for field in dataclasses.fields(ModelSpec))
 
 Modality = Literal["text", "image", "audio", "file", "video"]
 
@@ -209,8 +213,7 @@ class GatekeeperConfig(_Strict):
         if self.url is not None:
             if self.timeout_ms == "auto":
                 raise ValueError("timeout_ms: auto measures a local gatekeeper; with url give a number")
-            model_fields = {"base", "adapter", "max_context", "threads", "prefix_cache", "device", "dtype"}
-            local = sorted(model_fields & self.model_fields_set)
+            local = sorted(MODEL_FIELDS & self.model_fields_set)
             if local:
                 raise ValueError(
                     f"{local} configure the model of a local gatekeeper; with url the server owns them"
@@ -219,17 +222,11 @@ class GatekeeperConfig(_Strict):
 
     def load_introlm(self) -> Any:
         """The local IntroLM this section describes (imports torch: only when it is needed)."""
-        from introroute.gatekeeper import IntroLM
+        return self.model_spec().load()
 
-        return IntroLM.from_pretrained(
-            self.adapter,
-            base=self.base,
-            max_context=self.max_context,
-            threads=self.threads,
-            device=self.device,
-            dtype=self.dtype,
-            prefix_cache=self.prefix_cache,
-        )
+    def model_spec(self) -> ModelSpec:
+        """The :class:`ModelSpec` of this section's local model (the same loader as the CLI's)."""
+        return ModelSpec(**self.model_dump(include=MODEL_FIELDS))
 
 
 class Price(_Strict):

@@ -14,15 +14,37 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from introroute.errors import ConfigError
 
-if TYPE_CHECKING:
-    from introroute.router.config import GatekeeperConfig, RouterConfig
-
 META_FILE = "introroute.json"  # as written by introroute.gatekeeper.persistence
 UNTRAINED_TARGETS = ["self"]  # what IntroLM.from_pretrained builds without an adapter
+
+
+class GatekeeperConfig(Protocol):
+    """What is read here of a router's ``gatekeeper:`` section: the adapter and its base.
+
+    Structural, so this module need not import :mod:`introroute.router.config`, which imports it.
+    """
+
+    @property
+    def adapter(self) -> str | None: ...
+
+    @property
+    def base(self) -> str: ...
+
+
+class _Tier(Protocol):
+    @property
+    def target(self) -> str: ...
+
+
+class RouterConfig(Protocol):
+    """What :func:`check_targets` reads of a router config: each tier's target."""
+
+    @property
+    def tiers(self) -> Sequence[_Tier]: ...
 
 
 @dataclass(frozen=True)

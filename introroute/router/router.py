@@ -20,13 +20,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from introroute.decision_log import DecisionRecord, prompt_id, text_messages
 from introroute.errors import ConfigError, IntrorouteError, MessagesError, PolicyError, RoutingError
 from introroute.messages import check_messages, normalize_messages
 from introroute.policies import Policy, PolicyChoice, RequestContext, build_policy
-from introroute.router import api, heads, local_tier
+from introroute.router import heads, local_tier
 from introroute.router.audit import Auditor, answer_text, usage_of
 from introroute.router.calibration import ScoreCalibrator
 from introroute.router.config import GatekeeperConfig, RouterConfig, TierConfig, load_config
@@ -107,6 +107,11 @@ class Router:
     A router is addressable as LiteLLM model ``introroute/<name>`` once built.
     """
 
+    #: Routers by name, the latest built wins: how ``model="introroute/<name>"`` finds its router
+    #: (:func:`introroute.router.api.by_name`). Kept here so that router.api imports this module
+    #: and not the other way round.
+    registered: ClassVar[dict[str, Router]] = {}
+
     def __init__(
         self, config: RouterConfig, *, gatekeeper: Scorer | None = None, policy: Policy | None = None
     ) -> None:
@@ -135,7 +140,7 @@ class Router:
             label=f"introroute/{self.name}/local",
             max_generations=(config.gatekeeper or GatekeeperConfig()).max_generations,
         )
-        api.register(self)
+        Router.registered[self.name] = self  # LiteLLM's ``introroute/<name>`` (router.api)
 
     def _check_heads(self, gatekeeper: Scorer | None) -> None:
         """Every tier's target must be a head of the gatekeeper that will score it (see heads.py)."""
