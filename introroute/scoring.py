@@ -27,6 +27,21 @@ class Scorer(Protocol):
         ...
 
 
+@runtime_checkable
+class AsyncScorer(Scorer, Protocol):
+    """A scorer with its own async path: a client of a scoring service (``introroute serve``,
+    llama-server). The service batches concurrent requests itself, so the router awaits each call
+    directly instead of queueing it for the one worker thread an in-process model needs."""
+
+    async def ascores(self, messages: Messages) -> dict[str, float]: ...
+
+
+def is_async_scorer(scorer: object) -> bool:
+    """Whether ``scorer`` is an :class:`AsyncScorer`, asked of its class: ``isinstance`` would read
+    ``targets``, which for a remote scorer is a network call."""
+    return callable(getattr(type(scorer), "ascores", None))
+
+
 @dataclass
 class Generation:
     """A finished local generation."""

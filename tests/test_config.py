@@ -94,7 +94,7 @@ def test_unset_env_var_names_file_key_path_and_variable(tmp_path, monkeypatch):
         ({"retries": {"attempts": 0}}, "retries.attempts: Input should be greater than or equal to 1"),
         (
             {"gatekeeper": {"timeout": 5}},
-            "gatekeeper.timeout: unknown key; expected one of ['adapter', 'api_key', 'base',",
+            "gatekeeper.timeout: unknown key; expected one of ['adapter', 'api_key', 'backend', 'base',",
         ),
         ({"tiers": []}, "tiers: List should have at least 1 item"),
         (

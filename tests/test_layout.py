@@ -25,6 +25,7 @@ CONTRACTS = {
     "introroute.scoring",
     "introroute.devices",
     "introroute.decision_log",
+    "introroute.imports",
 }
 ONLINE = {
     ROOT_INIT,
@@ -53,10 +54,10 @@ MAY_IMPORT: dict[str, set[str]] = {
     "introroute.devices": set(),  # device and dtype names, without torch (config validation, CLI)
     # the routing log's record: written by the router, read by the offline commands
     "introroute.decision_log": {"introroute.errors", "introroute.messages"},
-    "introroute.policies": {"introroute.errors"},
+    "introroute.imports": set(),  # module:attribute paths, the one reader of the user's code
+    "introroute.policies": {"introroute.errors", "introroute.imports"},
     "introroute.gatekeeper": CONTRACTS,
-    "introroute.router": CONTRACTS
-    | {"introroute.policies", "introroute.gatekeeper", "introroute.server.client"},
+    "introroute.router": CONTRACTS | {"introroute.policies", "introroute.gatekeeper"},
     # the gatekeeper as its own service (``introroute serve``) and LiteLLM's classifier plugin
     "introroute.server": CONTRACTS | {"introroute.router", "introroute.gatekeeper"},
     "introroute.integrations": CONTRACTS | {"introroute.router"},

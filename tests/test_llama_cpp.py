@@ -121,7 +121,7 @@ def test_router_fails_safe_when_llama_server_is_down(export_dir):
     config = router_config(
         "llama",
         gatekeeper={
-            "engine": "llama_cpp",
+            "backend": "llama_cpp",
             "url": f"http://127.0.0.1:{_free_port()}",
             "export": str(export_dir),
         },
@@ -134,8 +134,8 @@ def test_router_fails_safe_when_llama_server_is_down(export_dir):
 @pytest.mark.parametrize(
     ("gatekeeper", "message"),
     [
-        ({"engine": "llama_cpp", "url": "http://127.0.0.1:1"}, "needs url"),
-        ({"export": "x"}, "needs engine llama_cpp"),
+        ({"backend": "llama_cpp", "url": "http://127.0.0.1:1"}, "backend llama_cpp needs export"),
+        ({"export": "x"}, "export is read by backend llama_cpp"),
     ],
 )
 def test_config_names_what_the_engine_needs(gatekeeper, message):

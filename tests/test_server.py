@@ -31,8 +31,8 @@ from introroute import decision
 from introroute.errors import GatekeeperError, MessagesError
 from introroute.router import Router
 from introroute.router.gatekeeping import BatchingOptions
+from introroute.router.remote import RemoteScorer
 from introroute.server.app import create_app
-from introroute.server.client import RemoteScorer
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 

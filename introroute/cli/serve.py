@@ -9,7 +9,6 @@ test double) instead of IntroLM.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from typing import Any
@@ -70,14 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load_scorer(args: argparse.Namespace) -> Any:
     """The scorer to serve: ``--scorer``'s factory, else IntroLM from ``--adapter``/``--base``."""
     if args.scorer:
-        module_name, _, attr = args.scorer.partition(":")
-        if not module_name or not attr:
-            raise ConfigError(f"--scorer {args.scorer!r}: expected 'package.module:factory'")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"--scorer {args.scorer!r}: cannot import: {exc}") from exc
-        return factory()
+        from introroute.router.backends import scorer_from_factory
+
+        return scorer_from_factory(args.scorer, "--scorer")
     return ModelSpec.from_args(args).load()
 
 

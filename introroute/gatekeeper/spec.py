@@ -71,6 +71,10 @@ class ModelSpec:
         )
 
 
+#: The router YAML's ``gatekeeper`` fields that place a local model: exactly the spec's.
+MODEL_FIELDS = frozenset(field.name for field in fields(ModelSpec))
+
+
 def add_model_arguments(
     parser: argparse.ArgumentParser,
     *,

@@ -2,7 +2,7 @@
 
 A policy is a pure function of the scores and the request context, which is why offline replay
 (:mod:`introroute.routing_eval`) reproduces its decisions exactly. May import only
-:mod:`introroute.errors`.
+:mod:`introroute.errors` and :mod:`introroute.imports` (a ``module:Class`` policy type).
 """
 
 from introroute.policies.base import KnobGrid, Policy, PolicyChoice, RequestContext, TierInfo

@@ -8,11 +8,11 @@ without packaging anything.
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import entry_points
 from typing import Any
 
 from introroute.errors import PolicyError
+from introroute.imports import import_path
 from introroute.policies.base import Policy
 
 ENTRY_POINT_GROUP = "introroute.policies"
@@ -25,16 +25,12 @@ BUILTIN: dict[str, str] = {
 
 
 def _import(path: str) -> Any:
-    module_name, _, attr = path.partition(":")
-    if not module_name or not attr:
+    if ":" not in path:
         raise PolicyError(f"policy path {path!r} must look like 'package.module:ClassName'")
     try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
+        return import_path(path)
+    except ImportError as exc:
         raise PolicyError(f"cannot import policy {path!r}: {exc}") from exc
-    return obj
 
 
 def available_policies() -> list[str]:

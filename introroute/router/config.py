@@ -60,7 +60,6 @@ provider, and YAML aliases may not expand past :data:`MAX_YAML_NODES` values. Se
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import functools
 import inspect
@@ -68,6 +67,7 @@ import logging
 import os
 import re
 import types
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -90,9 +90,10 @@ from pydantic import (
 
 from introroute.devices import check_device, check_dtype
 from introroute.errors import ConfigError, PolicyError
-from introroute.gatekeeper.spec import ModelSpec
+from introroute.gatekeeper.spec import MODEL_FIELDS, ModelSpec
 from introroute.policies import TierInfo, build_policy
 from introroute.router import heads
+from introroute.router.backends import BACKENDS, Backend, backend_named, section_fields
 from introroute.router.calibration import CalibrationConfig
 from introroute.router.secrets import MASK, Redactor, SecretUrl, url_secrets
 
@@ -108,8 +109,6 @@ _NOT_SECRET = frozenset({"bos_token", "eos_token"})  # prompt-template strings, 
 MAX_YAML_NODES = 100_000
 #: Deeper nesting than this is not a router config (and would exhaust Python's recursion limit).
 MAX_YAML_DEPTH = 64
-# GatekeeperConfig fields that place a local model: exactly the ModelSpec's
-MODEL_FIELDS = frozenset(field.name for field in dataclasses.fields(ModelSpec))
 
 Modality = Literal["text", "image", "audio", "file", "video"]
 
@@ -126,34 +125,41 @@ class _Strict(BaseModel):
 
 
 class GatekeeperConfig(_Strict):
-    """How to build the IntroLM gatekeeper and serve concurrent requests with it.
+    """How to build the gatekeeper and serve concurrent requests with it.
 
-    See :mod:`introroute.router.gatekeeping` for the batching, admission and loading behaviour.
-
-    ``url``: score through an ``introroute serve`` server instead; the process then never loads
-    torch (``base``/``adapter``/``max_context``/``threads``/``prefix_cache`` belong to the server, so
-    they are errors here), ``timeout_ms`` bounds each HTTP call as a whole and ``api_key`` is the
-    server's key.
+    ``backend`` (:mod:`introroute.router.backends`) says where the scores come from, and with it
+    which fields apply: ``local`` (IntroLM in this process: ``base``/``adapter``/``max_context``/
+    ``threads``/``prefix_cache``/``device``/``dtype``), ``http`` (``introroute serve`` at ``url``;
+    the process never loads torch, ``timeout_ms`` bounds each HTTP call as a whole, ``api_key`` is
+    the server's key), ``llama_cpp`` (llama-server at ``url`` serving ``export``) or
+    ``module:factory``. A field of another backend is an error. See
+    :mod:`introroute.router.gatekeeping` for the batching, admission and loading behaviour.
     """
 
+    backend: str | None = Field(
+        default=None,
+        description="local (IntroLM in process), http (introroute serve at url), llama_cpp (llama-server "
+        "at url serving an 'introroute export --format gguf-alora' export: score and local answer) or "
+        "module:factory (a callable returning a Scorer); null: http when url is set, else local",
+    )
     url: str | None = Field(
         default=None,
         pattern=r"^https?://[^\s/]+",
-        description="introroute serve address (engine introroute), or llama-server's (engine llama_cpp)",
+        description="backend http: the introroute serve address; backend llama_cpp: llama-server's",
     )
-    engine: Literal["introroute", "llama_cpp"] = Field(
-        default="introroute",
-        description="introroute: IntroLM in process, or introroute serve at url; llama_cpp: llama-server at "
-        "url serving an 'introroute export --format gguf-alora' export (score and local answer)",
+    engine: Literal["introroute", "llama_cpp"] | None = Field(
+        default=None,
+        deprecated="engine: llama_cpp is backend: llama_cpp now",
+        description="deprecated: engine llama_cpp is backend llama_cpp, engine introroute the default",
     )
     export: str | None = Field(
         default=None,
-        description="engine llama_cpp: the gguf-alora export directory (its targets, token ids, tokenizer)",
+        description="backend llama_cpp: the gguf-alora export directory (its targets, token ids, tokenizer)",
     )
     api_key: SecretStr | None = Field(
         default=None,
-        description="with url: the key the server was started with (introroute serve --api-key), "
-        "sent as 'Authorization: Bearer'; use ${ENV_VAR}",
+        description="backend http or llama_cpp: the key the server was started with (introroute serve "
+        "--api-key, llama-server --api-key), sent as 'Authorization: Bearer'; use ${ENV_VAR}",
     )
     base: str = Field(
         default="smollm2-135m-instruct", description="packaged model name, HF directory or .gguf path"
@@ -202,23 +208,63 @@ class GatekeeperConfig(_Strict):
     )
 
     @model_validator(mode="after")
-    def _remote_is_configured_by_its_server(self) -> GatekeeperConfig:
-        if self.api_key is not None and self.url is None:
-            raise ValueError("api_key authenticates to a remote gatekeeper: set url too")
-        llama_cpp = self.engine == "llama_cpp"
-        if llama_cpp and (self.url is None or self.export is None):
-            raise ValueError("engine llama_cpp needs url (a llama-server) and export (an export directory)")
-        if self.export is not None and not llama_cpp:
-            raise ValueError("export names a gguf-alora export: it needs engine llama_cpp")
-        if self.url is not None:
-            if self.timeout_ms == "auto":
-                raise ValueError("timeout_ms: auto measures a local gatekeeper; with url give a number")
-            local = sorted(MODEL_FIELDS & self.model_fields_set)
-            if local:
-                raise ValueError(
-                    f"{local} configure the model of a local gatekeeper; with url the server owns them"
-                )
+    def _fields_belong_to_the_backend(self) -> GatekeeperConfig:
+        backend = self._resolve_backend()
+        given = self.model_fields_set - {"backend", "engine"}
+        stray = sorted((section_fields() - backend.fields) & given)
+        local = [name for name in stray if name in MODEL_FIELDS]
+        if local:
+            raise ValueError(
+                f"{local} configure the model of a local gatekeeper; backend {backend.name} owns its "
+                "model (with url the server owns them)"
+            )
+        if stray:
+            raise ValueError(f"{stray} do not apply to backend {backend.name}: {self._owners(stray)}")
+        missing = sorted(backend.required - given)
+        if missing:
+            raise ValueError(f"backend {backend.name} needs {' and '.join(missing)}")
+        if self.timeout_ms == "auto" and backend.remote:
+            raise ValueError(
+                f"timeout_ms: auto measures an in-process gatekeeper; backend {backend.name} "
+                "(a remote one, with url) needs a number"
+            )
         return self
+
+    def _resolve_backend(self) -> Backend:
+        """``backend``, filled in from the older spellings (``engine``, ``url`` alone) when left out."""
+        engine = self.__dict__["engine"]  # read without the deprecation warning attribute access gives
+        if engine is not None:
+            warnings.warn(
+                "gatekeeper.engine is deprecated: write backend: llama_cpp (or leave it out)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        implied = "llama_cpp" if engine == "llama_cpp" else ("http" if self.url is not None else "local")
+        if self.backend is not None and engine is not None and self.backend != implied:
+            raise ValueError(f"engine {engine!r} contradicts backend {self.backend!r}: keep only backend")
+        if self.backend is None:
+            self.backend = implied
+        try:
+            return backend_named(self.backend)
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("gatekeeper.backend ")) from None
+
+    @staticmethod
+    def _owners(names: list[str]) -> str:
+        """Which backends read each of ``names`` (for the stray-field message)."""
+        owners = {name: [b.name for b in BACKENDS.values() if name in b.fields] for name in names}
+        return "; ".join(f"{name} is read by backend {' or '.join(found)}" for name, found in owners.items())
+
+    @property
+    def backend_info(self) -> Backend:
+        """The :class:`~introroute.router.backends.Backend` this section chose."""
+        assert self.backend is not None  # filled in by validation
+        return backend_named(self.backend)
+
+    @property
+    def budget_s(self) -> float | None:
+        """The scoring budget in seconds; ``None`` without one, or while ``auto`` is still unmeasured."""
+        return self.timeout_ms / 1000.0 if isinstance(self.timeout_ms, float | int) else None
 
     def load_introlm(self) -> Any:
         """The local IntroLM this section describes (imports torch: only when it is needed)."""
@@ -590,14 +636,13 @@ class RouterConfig(_Strict):
                     raise ValueError(f"fallbacks.{source}: {target!r} is not another tier; {expected}")
         if self.fail_safe is not None and self.fail_safe not in names:
             raise ValueError(f"fail_safe: unknown tier {self.fail_safe!r}; {expected}")
-        if (
-            self.gatekeeper is not None
-            and self.gatekeeper.url is not None
-            and self.gatekeeper.engine != "llama_cpp"
-            and any(t.local for t in self.tiers)
-        ):
+        backend = self.gatekeeper.backend_info if self.gatekeeper is not None else None
+        # a module:factory's scorer is checked when the router builds it (a LocalModel or not)
+        if backend is not None and backend.generates is False and any(t.local for t in self.tiers):
+            kind = "a remote gatekeeper" if backend.remote else "this gatekeeper"
             raise ValueError(
-                "gatekeeper.url: a remote gatekeeper cannot generate, so no tier may omit litellm_params"
+                f"gatekeeper.backend {backend.name}: {kind} cannot generate, so no tier may omit "
+                "litellm_params"
             )
         # An error, not a warning: a calibrated target no tier uses is almost always a misspelt
         # target name, and the target that was meant would silently stay uncalibrated.
@@ -673,8 +718,9 @@ def load_config(
         build_policy(config.policy.type, dict(config.policy.params))
     except PolicyError as exc:
         raise ConfigError(redactor.redact(f"{origin}: policy: {exc}")) from None
-    # a remote gatekeeper (``url``) owns its adapter: its heads are known to the server, not here
-    if check_heads and config.gatekeeper is not None and config.gatekeeper.url is None:
+    # a remote gatekeeper owns its adapter (its heads are the server's) and a factory's are known
+    # once it is built (Router checks those)
+    if check_heads and config.gatekeeper is not None and config.gatekeeper.backend_info.owns_heads:
         try:
             known = heads.configured_heads(config.gatekeeper)
             if known is not None:

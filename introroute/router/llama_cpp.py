@@ -22,7 +22,7 @@ Prompts are token ids, encoded here by the gatekeeper's own spoof-proof encoder:
 tokeniser would turn a user's literal ``[INTRO]`` into the special token.
 
 Failures and timeouts behave as with ``introroute serve`` (this scorer is a
-:class:`~introroute.server.client.RemoteScorer`: same HTTP errors, same fail-safe routing).
+:class:`~introroute.router.remote.RemoteScorer`: same HTTP errors, same fail-safe routing).
 """
 
 from __future__ import annotations
@@ -35,11 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
 from introroute.errors import GatekeeperError
 from introroute.gatekeeper.prompting import PromptIds, encode_prompt
+from introroute.router.remote import RemoteScorer
 from introroute.scoring import Generation, GenerationStream, Messages
-from introroute.server.client import RemoteScorer
 
 META_FILE = "introroute_gguf.json"  # as written by introroute.gatekeeper.gguf_alora
 # Added to every score token's logit so that they are the top tokens: far above any LM logit,
@@ -70,7 +71,8 @@ class LlamaCppGatekeeper(RemoteScorer):
     """Scorer and local model over a llama-server that serves a ``gguf-alora`` export.
 
     ``export`` is the export directory (its ``introroute_gguf.json`` and tokenizer; the GGUF files
-    are the server's), ``adapter_id`` the adapter's index in the server's ``--lora`` list.
+    are the server's), ``adapter_id`` the adapter's index in the server's ``--lora`` list,
+    ``api_key`` llama-server's ``--api-key`` (sent as ``Authorization: Bearer`` on every request).
     Score requests go through :class:`RemoteScorer`'s calls (one overall deadline, ``timeout_s``);
     answers through a plain sync client whose reads wait up to ``GENERATION_READ_TIMEOUT_S``.
     ``transport`` (httpx's, sync and async, e.g. ``httpx.MockTransport``) serves both.
@@ -84,11 +86,14 @@ class LlamaCppGatekeeper(RemoteScorer):
         timeout_s: float | None = None,
         adapter_id: int = 0,
         max_context: int = 2048,
+        api_key: str | SecretStr | None = None,
         transport: Any = None,
     ) -> None:
-        super().__init__(url, timeout_s=timeout_s, transport=transport)
+        super().__init__(url, timeout_s=timeout_s, api_key=api_key, transport=transport)
         self._client = httpx.Client(
-            timeout=httpx.Timeout(GENERATION_READ_TIMEOUT_S, connect=self.timeout_s), transport=transport
+            timeout=httpx.Timeout(GENERATION_READ_TIMEOUT_S, connect=self.timeout_s),
+            headers=self._headers,
+            transport=transport,
         )
         directory = Path(export)
         try:

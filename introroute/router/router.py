@@ -36,7 +36,7 @@ from introroute.router.gatekeeping import SHED_REASONS, BatchingOptions, Gatekee
 from introroute.router.modalities import request_modalities
 from introroute.router.routing_log import RoutingLog
 from introroute.router.secrets import Redactor, protect_logs
-from introroute.scoring import LocalModel, Scorer
+from introroute.scoring import LocalModel, Scorer, is_async_scorer
 
 logger = logging.getLogger(__name__)
 
@@ -85,11 +85,6 @@ class _Plan:
     reason: str | None = None
 
 
-def _is_remote(scorer: Scorer | None) -> bool:
-    """A scorer with a native async path (``introroute serve``'s client) is called without the worker."""
-    return scorer is not None and callable(getattr(type(scorer), "ascores", None))
-
-
 def estimate_tokens(messages: Any) -> int:
     """~4 characters per token: only for cost estimates when the gatekeeper did not count."""
     try:
@@ -131,7 +126,10 @@ class Router:
         )
         local = next((t for t in config.tiers if t.local), None)
         self._local_name = local.name if local else None
-        self._gatekeeping = self._make_gatekeeping(gatekeeper)
+        owns_scorer = gatekeeper is None
+        if gatekeeper is None and config.gatekeeper and config.gatekeeper.backend_info.generates is None:
+            gatekeeper = config.gatekeeper.backend_info.build(config.gatekeeper)  # module:factory
+        self._gatekeeping = self._make_gatekeeping(gatekeeper, owns_scorer)
         self._check_heads(gatekeeper)
         calibration = (config.gatekeeper.calibration if config.gatekeeper else None) or {}
         self._calibrators = {t: ScoreCalibrator.from_config(c) for t, c in calibration.items()}
@@ -151,13 +149,15 @@ class Router:
             except Exception:  # a scorer that cannot list its targets is checked per request
                 return
             known = heads.scorer_heads(targets, f"the gatekeeper {type(gatekeeper).__name__}")
-        elif self.config.gatekeeper is not None and self.config.gatekeeper.url is None:
+        elif self.config.gatekeeper is not None and self.config.gatekeeper.backend_info.owns_heads:
             known = heads.required_heads(self.config.gatekeeper)
         else:  # no gatekeeper, or a remote one whose server owns the heads
             return
         heads.check_targets(self.config, known, where)
 
-    def _make_gatekeeping(self, gatekeeper: Scorer | None) -> Gatekeeping | None:
+    def _make_gatekeeping(self, gatekeeper: Scorer | None, owns_scorer: bool) -> Gatekeeping | None:
+        """The scoring step: the micro-batcher for one in-process model, a direct await for a
+        service that batches itself (a remote backend, or a scorer with its own ``ascores``)."""
         spec = self.config.gatekeeper
         factory: Callable[[], Scorer] | None = (lambda: gatekeeper) if gatekeeper is not None else None
         if factory is None and spec is not None:
@@ -175,17 +175,21 @@ class Router:
                 "gatekeeper cannot generate (no prefill/generate_from) to serve it"
             )
         auto = spec is not None and spec.timeout_ms == "auto"
-        timeout_s = spec.timeout_ms / 1000.0 if spec and isinstance(spec.timeout_ms, float | int) else None
-        if (gatekeeper is None and spec is not None and spec.url) or _is_remote(gatekeeper):
+        timeout_s = spec.budget_s if spec else None
+        if gatekeeper is not None:
+            remote = is_async_scorer(gatekeeper)
+        else:
+            remote = spec is not None and spec.backend_info.remote
+        if remote:
             if auto:
                 raise ConfigError(
                     f"router {self.name!r}: gatekeeper.timeout_ms: auto measures an in-process "
                     "gatekeeper; give a remote one a number"
                 )
-            from introroute.server.client import RemoteGatekeeping  # httpx only: no torch
+            from introroute.router.remote import RemoteGatekeeping  # httpx only: no torch
 
             return RemoteGatekeeping(
-                factory, keep_prefill=False, timeout_s=timeout_s, owns_scorer=gatekeeper is None
+                factory, keep_prefill=False, timeout_s=timeout_s, owns_scorer=owns_scorer
             )
         options = (
             BatchingOptions(
@@ -210,22 +214,7 @@ class Router:
     def _load_gatekeeper(self) -> Scorer:
         spec = self.config.gatekeeper
         assert spec is not None
-        if spec.engine == "llama_cpp":
-            from introroute.router.llama_cpp import LlamaCppGatekeeper
-
-            assert spec.url is not None and spec.export is not None
-            timeout_s = spec.timeout_ms / 1000.0 if spec.timeout_ms else None
-            return LlamaCppGatekeeper(spec.url, spec.export, timeout_s=timeout_s)
-        if spec.url:
-            from introroute.server.client import RemoteScorer
-
-            assert not isinstance(spec.timeout_ms, str)  # auto is refused with url
-            return RemoteScorer(
-                spec.url,
-                timeout_s=spec.timeout_ms / 1000.0 if spec.timeout_ms else None,
-                api_key=spec.api_key,
-            )
-        return spec.load_introlm()  # torch: imported only when a request needs it
+        return spec.backend_info.build(spec)  # a local model imports torch only here
 
     def _local_model(self) -> LocalModel:
         model = self._gatekeeping.local_model() if self._gatekeeping else None
