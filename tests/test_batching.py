@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from introroute.router.availability import Loader, Unavailable
 from introroute.router.batching import CostModel, MicroBatcher, batch_units
-from introroute.router.loading import Loader, Unavailable
 
 
 class Gate:

@@ -16,7 +16,7 @@ from introroute.data.jsonl import write_records
 from introroute.data.schema import TargetOutcome
 from introroute.errors import PolicyError
 from introroute.fitting.config_edit import edit_router_yaml
-from introroute.fitting.threshold import FitTarget, ThresholdFitter, shortest_in
+from introroute.fitting.knob import FitTarget, ThresholdFitter, shortest_in
 from introroute.policies import Policy, PolicyChoice, TierInfo
 from introroute.router.config import load_config
 from introroute.routing_eval.replay import build_scored_log

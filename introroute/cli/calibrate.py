@@ -6,7 +6,7 @@ Input: routing log(s) with graded outcomes, a router YAML, and one target (``--r
 from the router's own configured gatekeeper, run here over the fit and report splits. The knob
 (``tau`` of ``threshold``, ``lam`` of ``cost_aware``, the declared ``knob`` of a user's policy) is
 fitted on ``--fit-split`` and the achieved metrics are reported with bootstrap 95% CIs on both splits
-(:mod:`introroute.fitting.threshold`). ``--recalibrate platt|isotonic`` first fits a score
+(:mod:`introroute.fitting.knob`). ``--recalibrate platt|isotonic`` first fits a score
 calibration per tier target on the fit split (:mod:`introroute.fitting.calibration`) and stores it
 under ``gatekeeper.calibration``; without it, a calibration already in the YAML is applied to the
 scores, as the router will apply it. The YAML is written with the fitted value to ``--out``, or
@@ -87,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _target(args: argparse.Namespace) -> Any:
-    from introroute.fitting.threshold import FitTarget
+    from introroute.fitting.knob import FitTarget
 
     for kind in ("reliability", "max_expensive_share", "max_cost_per_query", "pgr"):
         value = getattr(args, kind)
@@ -228,7 +228,7 @@ def main(args: argparse.Namespace) -> int:
     from introroute.errors import ConfigError
     from introroute.evaluation.report import json_safe
     from introroute.fitting.config_edit import edit_router_yaml, load_offline, load_text
-    from introroute.fitting.threshold import ThresholdFitter
+    from introroute.fitting.knob import ThresholdFitter
     from introroute.router.calibration import ScoreCalibrator
 
     config = load_offline(args.router)

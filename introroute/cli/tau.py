@@ -3,7 +3,7 @@
 On predictions of the local model's target (``self``), the lowest P(self) threshold whose
 kept-local queries keep the paper's reliability (1 - share of all queries kept local and answered
 wrongly; escalated queries counted right) at or above ``--reliability``
-(:func:`introroute.fitting.threshold.preset_tau`). ``introroute calibrate`` fits any policy
+(:func:`introroute.fitting.knob.preset_tau`). ``introroute calibrate`` fits any policy
 knob but needs every tier's outcome, which a self-labelled log does not have for the remote tier.
 """
 
@@ -26,7 +26,7 @@ def main(args: argparse.Namespace) -> int:
     import numpy as np
 
     from introroute.errors import DataError
-    from introroute.fitting.threshold import preset_tau
+    from introroute.fitting.knob import preset_tau
     from introroute.routing_eval.replay import read_predictions
 
     rows = [

@@ -1,7 +1,7 @@
 """Offline: fit a router to a stated target on logs and write the result into its YAML
 (``introroute calibrate``).
 
-:mod:`~introroute.fitting.threshold` fits a policy's knob (``tau``, ``lam``) to a reliability,
+:mod:`~introroute.fitting.knob` fits a policy's knob (``tau``, ``lam``) to a reliability,
 share, cost or PGR target; :mod:`~introroute.fitting.calibration` fits a score recalibration
 (scikit-learn), which the router applies per request through
 :mod:`introroute.router.calibration`; :mod:`~introroute.fitting.config_edit` loads router YAML

@@ -38,6 +38,7 @@ from peft.tuners.tuners_utils import cast_adapter_dtype
 from transformers import AddedToken, AutoModelForCausalLM, DynamicCache, PreTrainedModel
 
 from introroute.errors import GatekeeperError, UnknownTargetError
+from introroute.gatekeeper import persistence
 from introroute.gatekeeper.config import IntroConfig
 from introroute.gatekeeper.fastpath import IntroView
 from introroute.gatekeeper.generation import DecodeState, SamplingParams, decode
@@ -272,11 +273,11 @@ class IntroLM(torch.nn.Module):
         (float32, bfloat16, float16) place the base model; an adapter trained in one precision
         loads in another (its base is identified by the checkpoint, not the loaded tensors).
         """
-        from introroute.gatekeeper import persistence
-
         if threads:
             torch.set_num_threads(threads)
-        model = persistence.load(adapter, base=base, targets=targets, device=device, dtype=dtype)
+        saved = persistence.read(adapter, base=base, targets=targets, device=device, dtype=dtype)
+        model = cls.build(saved.base, saved.config)
+        persistence.load_weights(model, saved)
         if max_context:
             model.config.max_context = max_context
         if prefix_cache is not None:
@@ -285,8 +286,6 @@ class IntroLM(torch.nn.Module):
 
     def save_pretrained(self, directory: str) -> None:
         """Write a PEFT adapter directory plus the head and token metadata (no pickle anywhere)."""
-        from introroute.gatekeeper import persistence
-
         persistence.save(self, directory)
 
     # ------------------------------------------------------------------ targets

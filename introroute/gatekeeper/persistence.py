@@ -6,7 +6,10 @@ Layout of a saved adapter::
     introroute_head.safetensors                      the linear head, one output per target
     introroute.json                                  IntroConfig, token ids, base identity
 
-Only safetensors and JSON are read: nothing is unpickled. PEFT's own loader would fall back to a
+Reading is two steps, :func:`read` (the metadata and the base model) and :func:`load_weights` (into
+the gatekeeper :meth:`IntroLM.build <introroute.gatekeeper.model.IntroLM.build>` made of them), so
+this module never needs the model class (the model module imports this one). Only safetensors and
+JSON are read: nothing is unpickled. PEFT's own loader would fall back to a
 pickled ``adapter_model.bin`` (``torch.load``) when the safetensors file is missing, so the weights
 are read here with safetensors alone, and any other layout is an :class:`AdapterError`.
 """
@@ -14,25 +17,54 @@ are read here with safetensors alone, and any other layout is an :class:`Adapter
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from peft import set_peft_model_state_dict
+import torch
+from peft import PeftModel, set_peft_model_state_dict
 from peft.utils import SAFETENSORS_WEIGHTS_NAME
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from introroute.errors import AdapterError, BaseModelMismatchError
 from introroute.gatekeeper.config import IntroConfig
-from introroute.gatekeeper.loading import DEFAULT_BASE, load_base
-
-if TYPE_CHECKING:
-    from introroute.gatekeeper.model import IntroLM
+from introroute.gatekeeper.loading import DEFAULT_BASE, BaseModel, load_base
 
 FORMAT_VERSION = 1
 META_FILE = "introroute.json"
 HEAD_FILE = "introroute_head.safetensors"
+
+
+class SavedGatekeeper(Protocol):
+    """What is saved of a gatekeeper and loaded into it (:class:`~introroute.gatekeeper.model.IntroLM`)."""
+
+    peft_model: PeftModel
+    head: torch.nn.Module
+    config: IntroConfig
+    intro_ids: list[int]
+    trained: bool
+    base_name: str
+    base_fingerprint: str
+    base_vocab_size: int
+
+    def train(self, mode: bool = True) -> Any: ...
+
+    def eval(self) -> Any: ...
+
+
+@dataclass
+class SavedAdapter:
+    """An adapter directory read up to its weights: the base it loads onto and its config.
+
+    ``directory`` is ``None`` for an untrained gatekeeper (no adapter shipped for the base).
+    """
+
+    base: BaseModel
+    config: IntroConfig
+    directory: Path | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def default_adapter_dir(base: str = DEFAULT_BASE) -> Path | None:
@@ -41,7 +73,7 @@ def default_adapter_dir(base: str = DEFAULT_BASE) -> Path | None:
     return candidate if (candidate / META_FILE).is_file() else None
 
 
-def save(model: IntroLM, directory: str | Path) -> None:
+def save(model: SavedGatekeeper, directory: str | Path) -> None:
     """Write ``model``'s adapter, head and metadata to ``directory``."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,21 +122,20 @@ def _read_meta(directory: Path) -> dict[str, Any]:
     return meta
 
 
-def load(
+def read(
     adapter: str | Path | None,
     *,
     base: str | None = None,
     targets: list[str] | None = None,
     device: str = "cpu",
     dtype: str = "float32",
-) -> IntroLM:
-    """Load an adapter onto its base (or ``base``) on ``device`` in ``dtype``, or build an untrained one."""
-    from introroute.gatekeeper.model import IntroLM
-
+) -> SavedAdapter:
+    """An adapter's base (or ``base``) loaded on ``device`` in ``dtype`` and its config, checked;
+    without an adapter (none given, none shipped for the base) an untrained one's."""
     directory = Path(adapter) if adapter is not None else default_adapter_dir(base or DEFAULT_BASE)
     if directory is None:
         base_model = load_base(base or DEFAULT_BASE, device=device, dtype=dtype)
-        return IntroLM.build(base_model, IntroConfig(targets=targets or ["self"]))
+        return SavedAdapter(base_model, IntroConfig(targets=targets or ["self"]))
     meta = _read_meta(directory)
     recorded = meta["base"]
     base_model = load_base(base or recorded["name"], device=device, dtype=dtype)
@@ -119,16 +150,22 @@ def load(
         raise AdapterError(f"{directory / META_FILE}: bad config: {exc}") from exc
     if targets is not None and targets != config.targets:
         raise AdapterError(f"adapter {directory} predicts {config.targets}, not the requested {targets}")
-    model = IntroLM.build(base_model, config)
-    if model.intro_ids != meta["intro_token_ids"]:
+    return SavedAdapter(base_model, config, directory, meta)
+
+
+def load_weights(model: SavedGatekeeper, saved: SavedAdapter) -> None:
+    """Fill ``model`` (built from ``saved.base`` and ``saved.config``) with the saved weights."""
+    if saved.directory is None:
+        return  # untrained: the fresh initialisation is the model
+    if model.intro_ids != saved.meta["intro_token_ids"]:
         raise BaseModelMismatchError(
-            f"adapter {directory} expects [INTRO] token ids {meta['intro_token_ids']}, "
+            f"adapter {saved.directory} expects [INTRO] token ids {saved.meta['intro_token_ids']}, "
             f"the base tokenizer gives {model.intro_ids}"
         )
-    return _load_weights(model, directory, meta)
+    _load_weights(model, saved.directory, saved.meta)
 
 
-def _load_weights(model: IntroLM, directory: Path, meta: dict[str, Any]) -> IntroLM:
+def _load_weights(model: SavedGatekeeper, directory: Path, meta: dict[str, Any]) -> None:
     model.train()  # unmerge the [INTRO] row: the loaded delta must be merged, not the initial one
     weights = directory / SAFETENSORS_WEIGHTS_NAME
     if not weights.is_file():
@@ -151,4 +188,3 @@ def _load_weights(model: IntroLM, directory: Path, meta: dict[str, Any]) -> Intr
             raise AdapterError(f"cannot load adapter weights from {path}: {exc}") from None
     model.eval()
     model.trained = bool(meta.get("trained", False))
-    return model

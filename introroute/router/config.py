@@ -92,7 +92,7 @@ from introroute.devices import check_device, check_dtype
 from introroute.errors import ConfigError, PolicyError
 from introroute.gatekeeper.spec import MODEL_FIELDS, ModelSpec
 from introroute.policies import TierInfo, build_policy
-from introroute.router import heads
+from introroute.router import head_check
 from introroute.router.backends import BACKENDS, Backend, backend_named, section_fields
 from introroute.router.calibration import CalibrationConfig
 from introroute.router.secrets import MASK, Redactor, SecretUrl, url_secrets
@@ -722,9 +722,9 @@ def load_config(
     # once it is built (Router checks those)
     if check_heads and config.gatekeeper is not None and config.gatekeeper.backend_info.owns_heads:
         try:
-            known = heads.configured_heads(config.gatekeeper)
+            known = head_check.configured_heads(config.gatekeeper)
             if known is not None:
-                heads.check_targets(config, known, origin)
+                head_check.check_targets(config, known, origin)
         except ConfigError as exc:
             message = str(exc)
             message = message if message.startswith(origin) else f"{origin}: {message}"

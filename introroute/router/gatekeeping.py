@@ -13,7 +13,7 @@ forward. With ``overload="shed"`` (the default) a request whose expected complet
 budget is sent to the fail-safe tier at once (reason ``overload``) instead of waiting the whole
 budget to be shed anyway; with ``overload="wait"`` it waits, up to the budget. Either way at most
 ``max_queue`` requests wait; more are shed. The model loads when the router is built (see
-:mod:`introroute.router.loading`); budgeted requests arriving while it loads are shed (reason
+:mod:`introroute.router.availability`); budgeted requests arriving while it loads are shed (reason
 ``loading``), unbudgeted ones wait for it.
 
 The budget can be derived from the machine instead of written down (``timeout_ms: auto``,
@@ -42,8 +42,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from introroute.errors import MessagesError
+from introroute.router.availability import Loader, Unavailable
 from introroute.router.batching import Batched, MicroBatcher
-from introroute.router.loading import Loader, Unavailable
 from introroute.scoring import BatchScorer, LocalModel, Messages, Scorer
 
 # What waiting past the budget raises (distinct classes before Python 3.11).

@@ -26,9 +26,9 @@ import httpx
 from pydantic import SecretStr
 
 from introroute.errors import GatekeeperError, GatekeeperTimeoutError, MessagesError
+from introroute.router.availability import Unavailable
 from introroute.router.batching import Batched
 from introroute.router.gatekeeping import Gatekeeping, Scoring
-from introroute.router.loading import Unavailable
 from introroute.scoring import Messages, Scorer
 
 #: Without a configured ``timeout_ms``: long enough for a cold batch, short enough to fail over.

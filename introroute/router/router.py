@@ -26,7 +26,7 @@ from introroute.decision_log import DecisionRecord, prompt_id, text_messages
 from introroute.errors import ConfigError, IntrorouteError, MessagesError, PolicyError, RoutingError
 from introroute.messages import check_messages, normalize_messages
 from introroute.policies import Policy, PolicyChoice, RequestContext, build_policy
-from introroute.router import heads, local_tier
+from introroute.router import head_check, local_tier
 from introroute.router.audit import Auditor, answer_text, usage_of
 from introroute.router.calibration import ScoreCalibrator
 from introroute.router.config import GatekeeperConfig, RouterConfig, TierConfig, load_config
@@ -141,19 +141,19 @@ class Router:
         Router.registered[self.name] = self  # LiteLLM's ``introroute/<name>`` (router.api)
 
     def _check_heads(self, gatekeeper: Scorer | None) -> None:
-        """Every tier's target must be a head of the gatekeeper that will score it (see heads.py)."""
+        """Every tier's target must be a head of the gatekeeper that will score it (see head_check.py)."""
         where = f"router {self.name!r}"
         if gatekeeper is not None:
             try:
                 targets = list(gatekeeper.targets)
             except Exception:  # a scorer that cannot list its targets is checked per request
                 return
-            known = heads.scorer_heads(targets, f"the gatekeeper {type(gatekeeper).__name__}")
+            known = head_check.scorer_heads(targets, f"the gatekeeper {type(gatekeeper).__name__}")
         elif self.config.gatekeeper is not None and self.config.gatekeeper.backend_info.owns_heads:
-            known = heads.required_heads(self.config.gatekeeper)
+            known = head_check.required_heads(self.config.gatekeeper)
         else:  # no gatekeeper, or a remote one whose server owns the heads
             return
-        heads.check_targets(self.config, known, where)
+        head_check.check_targets(self.config, known, where)
 
     def _make_gatekeeping(self, gatekeeper: Scorer | None, owns_scorer: bool) -> Gatekeeping | None:
         """The scoring step: the micro-batcher for one in-process model, a direct await for a

@@ -6,7 +6,7 @@ file holds the gatekeeper's (or a baseline's) probabilities for the same queries
 pure functions of (scores, request context), so running them over the joined log gives the
 quality, cost and latency of any policy and parameter exactly, offline, in milliseconds; that
 is what the routing metrics (:mod:`introroute.routing_eval.metrics`) and the threshold fit
-(:mod:`introroute.fitting.threshold`) are computed from.
+(:mod:`introroute.fitting.knob`) are computed from.
 
 Where the numbers come from, per query and tier (the columns of a :class:`ScoredLog` are the
 router's tiers, cheap -> expensive):
