@@ -1,4 +1,7 @@
-"""Router configuration: pydantic v2 models and YAML loading with ``${ENV_VAR}`` substitution.
+"""Router configuration: the pydantic v2 schema, and :func:`load_config` that validates a file against it.
+
+Reading the file (size and depth limits, ``${ENV_VAR}`` substitution, error lines that name the
+key path) is :mod:`introroute.router.config_file`'s job.
 
 Why strict: a typo in a routing config (``fallback:`` for ``fallbacks:``, ``tua`` for ``tau``)
 would otherwise silently route every request to the wrong tier. Unknown keys are errors, and every
@@ -9,7 +12,9 @@ Schema (YAML)::
 
     name: default                     # served as litellm model "introroute/default"
     gatekeeper:                       # optional; lazily loaded IntroLM
-      url: null                       # an `introroute serve` address instead (no torch here)
+      backend: local                  # or http (introroute serve at url: no torch here),
+                                      # llama_cpp (llama-server at url + export), pkg.mod:factory
+      url: null                       # http / llama_cpp: the server's address
       base: smollm2-135m-instruct     # packaged name, HF directory or .gguf path
       adapter: null                   # adapter directory (null: the packaged default)
       max_context: 2048
@@ -66,14 +71,12 @@ import inspect
 import logging
 import os
 import re
-import types
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal
 
 import litellm
-import yaml
 from litellm.types.utils import all_litellm_params
 from pydantic import (
     AfterValidator,
@@ -95,9 +98,11 @@ from introroute.policies import TierInfo, build_policy
 from introroute.router import head_check
 from introroute.router.backends import BACKENDS, Backend, backend_named, section_fields
 from introroute.router.calibration import CalibrationConfig
+from introroute.router.config_file import MAX_YAML_DEPTH as MAX_YAML_DEPTH  # re-exported
+from introroute.router.config_file import MAX_YAML_NODES as MAX_YAML_NODES  # re-exported
+from introroute.router.config_file import check_size, describe, read_yaml, substitute
 from introroute.router.secrets import MASK, Redactor, SecretUrl, url_secrets
 
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = r"^[A-Za-z0-9_.-]+$"
 # LiteLLM parameters whose string values are credentials (client_secret, azure_ad_token...).
 logger = logging.getLogger(__name__)
@@ -105,10 +110,6 @@ _SECRET_PARAM = re.compile(
     r"(?i)(api_key|secret|password|credential|access_key|signing_key|ingestion_key|(^|_)token$)"
 )
 _NOT_SECRET = frozenset({"bos_token", "eos_token"})  # prompt-template strings, not credentials
-#: A router config has tens of values; YAML aliases expanding past this are an attack (or a bug).
-MAX_YAML_NODES = 100_000
-#: Deeper nesting than this is not a router config (and would exhaust Python's recursion limit).
-MAX_YAML_DEPTH = 64
 
 Modality = Literal["text", "image", "audio", "file", "video"]
 
@@ -703,15 +704,15 @@ def load_config(
     if isinstance(source, Mapping):
         origin, data = "<config>", dict(source)
     else:
-        origin, data = str(source), _read_yaml(Path(source))
-    _check_size(data, origin)
+        origin, data = str(source), read_yaml(Path(source))
+    check_size(data, origin)
     secrets: set[str] = set()
-    data = _substitute(data, origin, "", secrets)
+    data = substitute(data, origin, "", secrets)
     redactor = Redactor(secrets)  # a message may quote a substituted value (a model name, a path)
     try:
         config = RouterConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "\n".join(_describe(origin, err) for err in exc.errors())
+        problems = "\n".join(describe(origin, err, RouterConfig) for err in exc.errors())
         raise ConfigError(redactor.redact(problems)) from None
     config._secrets = config.policy._secrets = frozenset(secrets)
     try:
@@ -730,159 +731,3 @@ def load_config(
             message = message if message.startswith(origin) else f"{origin}: {message}"
             raise ConfigError(redactor.redact(message)) from None
     return config
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or type(exc).__name__}") from None
-    try:
-        _check_depth(text, path)
-        # Aliases are kept as shared references while parsing (cheap); _check_size then bounds
-        # what they would expand to before anything walks the tree.
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError(f"{path}: invalid YAML{where}") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: YAML nested too deeply (more than {MAX_YAML_DEPTH} levels)") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of router settings at the top level")
-    return data
-
-
-def _check_depth(text: str, path: Path) -> None:
-    """Stop at the first collection nested deeper than :data:`MAX_YAML_DEPTH`, from the event
-    stream, before PyYAML builds anything: its scanner is quadratic in the nesting depth
-    (10 KB of ``[`` took ~30 s) and its composer recursive."""
-    depth = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
-        if isinstance(event, yaml.CollectionStartEvent):
-            depth += 1
-            if depth > MAX_YAML_DEPTH:
-                raise ConfigError(f"{path}: the config is nested more than {MAX_YAML_DEPTH} levels deep")
-        elif isinstance(event, yaml.CollectionEndEvent):
-            depth -= 1
-
-
-def _check_size(data: Any, origin: str) -> None:
-    """Reject configs that expand past :data:`MAX_YAML_NODES` values, nest too deeply, or contain
-    themselves, in time linear in the distinct values (each shared one is sized once).
-
-    Why: YAML aliases make a tiny file stand for an exponentially large tree (an "alias bomb":
-    645 bytes stalled loading for minutes), and a self-referencing alias never ends; both used to
-    reach the recursive steps below and hang or raise a raw ``RecursionError``.
-    """
-    sizes: dict[int, int] = {}
-    on_path: set[int] = set()
-    # Iterative post-order walk: (value, depth, children sized yet?)
-    stack: list[tuple[Any, int, bool]] = [(data, 1, False)]
-    while stack:
-        value, depth, expanded = stack.pop()
-        if not isinstance(value, dict | list | tuple | set):
-            continue
-        key = id(value)
-        if expanded:
-            on_path.discard(key)
-            children = _children(value)
-            total = 1 + sum(sizes.get(id(c), 1) for c in children)
-            if total > MAX_YAML_NODES:
-                raise ConfigError(
-                    f"{origin}: the config expands to more than {MAX_YAML_NODES} values "
-                    "(YAML aliases repeating aliases?); write it out plainly"
-                )
-            sizes[key] = total
-            continue
-        if key in on_path:
-            raise ConfigError(f"{origin}: the config contains itself (a YAML alias inside its own anchor)")
-        if key in sizes:
-            continue
-        if depth > MAX_YAML_DEPTH:
-            raise ConfigError(f"{origin}: the config is nested more than {MAX_YAML_DEPTH} levels deep")
-        on_path.add(key)
-        stack.append((value, depth, True))
-        stack.extend((c, depth + 1, False) for c in _children(value))
-
-
-def _children(value: Any) -> list[Any]:
-    if isinstance(value, dict):
-        return [*value.keys(), *value.values()]
-    return list(value)
-
-
-def _substitute(value: Any, origin: str, path: str, secrets: set[str]) -> Any:
-    """Replace ``${VAR}`` everywhere, remembering each substituted value as a secret."""
-    if isinstance(value, dict):
-        return {k: _substitute(v, origin, _join(path, k), secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute(v, origin, f"{path}[{i}]", secrets) for i, v in enumerate(value)]
-    if not isinstance(value, str):
-        return value
-
-    def env(match: re.Match[str]) -> str:
-        var = match.group(1)
-        if var not in os.environ:
-            raise ConfigError(f"{origin}: {path}: environment variable {var} is not set")
-        secrets.add(os.environ[var])
-        return os.environ[var]
-
-    return _ENV_REF.sub(env, value)
-
-
-def _join(path: str, key: Any) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else str(key)
-
-
-def _describe(origin: str, err: Mapping[str, Any]) -> str:
-    """One line per pydantic error: file, key path, what was expected (never the offending value)."""
-    loc = err["loc"]
-    path = ""
-    for part in loc:
-        path = _join(path, part)
-    if err["type"] == "extra_forbidden":
-        allowed = _allowed_keys(loc[:-1])
-        expected = f"unknown key; expected one of {allowed}" if allowed else "unknown key"
-        return f"{origin}: {path}: {expected}"
-    if err["type"] == "value_error":
-        message = str(err["ctx"]["error"])
-        return f"{origin}: {path}: {message}" if path else f"{origin}: {message}"
-    return f"{origin}: {path}: {err['msg']}"
-
-
-def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
-    """The field names of the model at ``loc`` in :class:`RouterConfig` (for 'expected one of')."""
-    annotation: Any = RouterConfig
-    for part in loc:
-        model = _model_in(annotation)
-        if isinstance(part, str) and model is not None and part in model.model_fields:
-            annotation = model.model_fields[part].annotation
-        else:  # a list index or dict key: step into the element type
-            args = get_args(_without_none(annotation))
-            annotation = args[-1] if args else None
-    model = _model_in(annotation)
-    return sorted(model.model_fields) if model else []
-
-
-def _without_none(annotation: Any) -> Any:
-    """``X`` for ``X | None`` (so ``dict[str, M] | None`` steps into ``M``), else ``annotation``."""
-    if get_origin(annotation) in (Union, types.UnionType):
-        args = [a for a in get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return annotation
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if get_origin(annotation) in (Union, types.UnionType):
-        return next((m for a in get_args(annotation) if (m := _model_in(a))), None)
-    return None
