@@ -34,5 +34,9 @@ PY
 [[ "${FULL:-0}" == 1 ]] || exit 0
 eq_eval_lane linear_k1 "$RUNS/intro_k1"
 eq_eval_lane verbalised "$RUNS/verbalised"
-"$BIN/introroute" paired-auc "$RUNS/ev_verbalised/predictions.jsonl:verbalised" \
-  "$RUNS/ev_linear_k1/predictions.jsonl:linear_k1" --out results/eq_recipe/paired_verbalised_vs_linear.json
+pair=("$RUNS/ev_verbalised/predictions.jsonl:verbalised" "$RUNS/ev_linear_k1/predictions.jsonl:linear_k1")
+"$BIN/introroute" paired-auc "${pair[@]}" --out results/eq_recipe/paired_verbalised_vs_linear.json
+for split in test test_unseen; do  # held-out entities of seen relations; unseen relations
+  "$BIN/introroute" paired-auc "${pair[@]}" --splits "$split" \
+    --out "results/eq_recipe/paired_verbalised_vs_linear_$split.json"
+done

@@ -200,3 +200,35 @@ def test_cli_errors_are_typed(tmp_path, log_file, capsys):
     assert cli(["baseline", "fit", "--kind", "prior", *one_target]) == 0
     assert cli(["eval", *common, "--scorer", f"p={tmp_path / 'p'}", "--out", str(tmp_path / "r")]) == 2
     assert "predicts ['m1'], not ['m2']" in capsys.readouterr().err
+
+
+def _predictions(path, scorer, rows):
+    with open(path, "w") as f:
+        for i, (split, label, score) in enumerate(rows):
+            record = {"id": f"r{i}", "dataset": "d", "subject": f"s{i % 2}", "split": split}
+            record |= {"labels": {"self": label}, "scores": {scorer: {"self": score}}}
+            f.write(json.dumps(record) + "\n")
+
+
+def test_paired_auc_compares_on_shared_records_and_filters_splits(tmp_path, capsys):
+    import argparse
+
+    from introroute.cli import paired_auc
+    from introroute.evaluation.paired import compare
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 80).astype(float)
+    splits = ["test"] * 40 + ["test_unseen"] * 40
+    good = labels * 0.6 + rng.random(80) * 0.4  # ranks well
+    noise = rng.random(80)
+    _predictions(tmp_path / "a.jsonl", "good", list(zip(splits, labels, good, strict=True)))
+    _predictions(tmp_path / "b.jsonl", "noise", list(zip(splits, labels, noise, strict=True)))
+    a, b = f"{tmp_path / 'a.jsonl'}:good", f"{tmp_path / 'b.jsonl'}:noise"
+    report = compare(a, b, resamples=50, seed=0)
+    assert report["records"] == 80 and report["targets"]["self"]["pooled_diff"]["lo"] > 0
+    unseen = compare(a, b, resamples=50, seed=0, splits=["test_unseen"])
+    assert unseen["records"] == 40 and unseen["splits"] == ["test_unseen"]
+    parser = argparse.ArgumentParser()
+    paired_auc.add_arguments(parser)
+    assert paired_auc.main(parser.parse_args([a, b, "--splits", "validation"])) == 2
+    assert "share no records in splits ['validation']" in capsys.readouterr().out

@@ -22,6 +22,8 @@ from introroute.gatekeeper.export import engine_prompt_ids, export_plain, head_s
 def test_exported_plain_model_scores_like_the_gatekeeper(arch_dir, tmp_path):
     gk = _perturb(IntroLM.build(load_base(arch_dir), IntroConfig(targets=TARGETS, lora_r=0)))
     exported = export_plain(gk, tmp_path / "engine")
+    # an engine loads every top-level safetensors file as model weights: only the model's are there
+    assert [p.name for p in exported.glob("*.safetensors")] == ["model.safetensors"]
     engine = AutoModelForCausalLM.from_pretrained(exported, dtype=torch.float32).eval()
     hidden = []
     with torch.inference_mode():

@@ -24,12 +24,17 @@ def _read(spec: str) -> tuple[str, dict[str, dict]]:
     return scorer, {row["id"]: row for row in rows if scorer in row["scores"]}
 
 
-def compare(a: str, b: str, resamples: int, seed: int) -> dict:
-    """The paired report of ``PREDICTIONS.jsonl:SCORER`` ``a`` against ``b`` (see the module doc)."""
+def compare(a: str, b: str, resamples: int, seed: int, splits: list[str] | None = None) -> dict:
+    """The paired report of ``PREDICTIONS.jsonl:SCORER`` ``a`` against ``b`` (see the module doc),
+    on the records of ``splits`` only when given (held-out entities apart from unseen relations)."""
     (name_a, rows_a), (name_b, rows_b) = _read(a), _read(b)
-    ids = sorted(set(rows_a) & set(rows_b))
+    ids = sorted(i for i in set(rows_a) & set(rows_b) if splits is None or rows_a[i].get("split") in splits)
+    if not ids:
+        raise ValueError(f"{a} and {b} share no records" + (f" in splits {splits}" if splits else ""))
     targets = [t for t in rows_a[ids[0]]["scores"][name_a] if t in rows_b[ids[0]]["scores"][name_b]]
     report: dict = {"a": name_a, "b": name_b, "records": len(ids), "resamples": resamples, "targets": {}}
+    if splits is not None:
+        report["splits"] = list(splits)
     subjects = np.array([rows_a[i].get("subject") or rows_a[i]["dataset"] for i in ids])
     for target in targets:
         keep = np.array([rows_a[i]["labels"].get(target) is not None for i in ids])

@@ -6,7 +6,10 @@ state at ``[INTRO]``, once that model's vocabulary holds the trained ``[INTRO]``
 :func:`export_plain` writes exactly that model (an ordinary HF checkpoint, tokenizer included),
 and any engine that returns the last position's final hidden state (vLLM's pooling runner with
 LAST pooling, unnormalised) computes what :meth:`IntroLM.scores` computes; :func:`head_scores`
-applies the head on the client. A LoRA gatekeeper cannot be exported this way: its adapter
+applies the head on the client. The head lives in an ``introroute/`` subdirectory: an engine loads
+every top-level ``*.safetensors`` file of a model directory as weights (vLLM 0.32 refused the
+export with "no module or parameter named 'bias'" while the head sat beside the model). A LoRA
+gatekeeper cannot be exported this way: its adapter
 changes the ``[INTRO]`` position's hidden state, which a plain-model engine does not reproduce.
 """
 
@@ -24,7 +27,8 @@ from introroute.errors import GatekeeperError
 if TYPE_CHECKING:
     from introroute.gatekeeper.model import IntroLM
 
-HEAD_FILE = "introroute_head.safetensors"
+HEAD_FILE = "introroute/head.safetensors"
+LEGACY_HEAD_FILE = "introroute_head.safetensors"  # exports before the head moved out of engines' way
 META_FILE = "introroute_engine.json"
 
 
@@ -43,6 +47,7 @@ def export_plain(gk: IntroLM, directory: str | Path) -> Path:
     gk.plain.save_pretrained(out, safe_serialization=True)
     gk.tokenizer.save_pretrained(out)
     head = {k: v.detach().float().cpu().numpy() for k, v in gk.head.state_dict().items()}
+    (out / HEAD_FILE).parent.mkdir(exist_ok=True)
     save_file(head, str(out / HEAD_FILE))
     meta: dict[str, Any] = {
         "targets": gk.targets,
@@ -66,7 +71,7 @@ def engine_prompt_ids(gk: IntroLM, messages: Any) -> list[int]:
 def head_scores(hidden: np.ndarray, directory: str | Path) -> dict[str, np.ndarray]:
     """P(success) per target from the engine's pooled hidden states ``[N, hidden]`` (float32 head)."""
     out = Path(directory)
-    head = load_file(str(out / HEAD_FILE))
+    head = load_file(str(out / HEAD_FILE if (out / HEAD_FILE).is_file() else out / LEGACY_HEAD_FILE))
     targets = json.loads((out / META_FILE).read_text())["targets"]
     logits = np.asarray(hidden, dtype=np.float32) @ head["weight"].T + head["bias"]
     probabilities = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
