@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 from support import questions, write_result
 
 from introroute.router.llama_cpp import LlamaCppGatekeeper
@@ -39,23 +40,29 @@ def long_prompt(notes: int) -> str:
 
 
 def shared_vs_two_prefills(gk: LlamaCppGatekeeper, rounds: int, max_new: int, notes: int) -> dict[str, Any]:
-    messages = [{"role": "user", "content": long_prompt(notes)}]
     times: dict[str, list[float]] = {"shared": [], "two_prefills": []}
     cached: list[int] = []
-    for _ in range(rounds):
+    for round_ in range(rounds):
         for mode in times:
+            # a prompt of its own per measurement: a repeated one would make the score request a
+            # prompt-cache hit on the slot that scored it before
+            messages = [{"role": "user", "content": f"Round {round_}, {mode}. {long_prompt(notes)}"}]
             start = time.perf_counter()
             prefill = gk.prefill(messages)
             if mode == "shared":
                 gk.generate_from(prefill, max_new_tokens=max_new)
                 cached.append(int(prefill.timings.get("cache_n", 0)))
             else:
+                # the answer as a second engine would serve it: the prompt prefilled again
                 payload = {"prompt": prefill.prompt.ids, "n_predict": max_new, "cache_prompt": False}
-                gk._post(payload | {"temperature": 0.0, "lora": gk.lora, "id_slot": prefill.slot})
+                payload |= {"temperature": 0.0, "lora": gk.lora, "id_slot": prefill.slot}
+                httpx.post(f"{gk.url}/completion", json=payload, timeout=300).raise_for_status()
             times[mode].append(time.perf_counter() - start)
     medians = {mode: statistics.median(values) for mode, values in times.items()}
     return {
-        "prompt_tokens": len(gk.encode(messages).ids),
+        "prompt_tokens": len(
+            gk.encode([{"role": "user", "content": f"Round 0, shared. {long_prompt(notes)}"}]).ids
+        ),
         "max_new_tokens": max_new,
         "median_s": medians,
         "shared_over_two_prefills": medians["shared"] / medians["two_prefills"],
@@ -64,7 +71,12 @@ def shared_vs_two_prefills(gk: LlamaCppGatekeeper, rounds: int, max_new: int, no
 
 
 def throughput(gk: LlamaCppGatekeeper, callers: int, requests: int) -> float:
-    prompts = questions(requests)
+    # Every request of every phase distinct from the start of the user turn: a repeated prompt
+    # would be a prompt-cache hit on a slot that already holds it (one token evaluated).
+    prompts = [
+        [{"role": "user", "content": f"Question {callers}.{i}: {q[0]['content']}"}]
+        for i, q in enumerate(questions(requests))
+    ]
     with ThreadPoolExecutor(callers) as pool:
         start = time.perf_counter()
         list(pool.map(gk.scores, prompts))
@@ -90,7 +102,7 @@ def main() -> None:
             print(latency, flush=True)
         with running(export, threads=args.threads, parallel=args.parallel) as url:
             gk = LlamaCppGatekeeper(url, export, timeout_s=120)
-            gk.scores(questions(1)[0])  # warm-up
+            gk.scores([{"role": "user", "content": "Warm-up: what is the capital of Peru?"}])
             rates = {}
             for callers in (1, 8, 32):
                 rates[str(callers)] = throughput(gk, callers, args.requests)
