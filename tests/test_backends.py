@@ -71,9 +71,10 @@ def test_backend_is_named_or_implied_by_the_older_spelling(section, backend):
     assert GatekeeperConfig(**section).backend == backend
 
 
-def test_engine_still_means_llama_cpp_with_a_deprecation():
+def test_engine_still_means_llama_cpp_with_a_deprecation(caplog):
     with pytest.warns(DeprecationWarning, match="backend: llama_cpp"):
         config = GatekeeperConfig(engine="llama_cpp", url="http://127.0.0.1:1", export="x")
+    assert "gatekeeper.engine is deprecated" in caplog.text  # also logged: YAML users see it
     assert config.backend == "llama_cpp" and config.backend_info.generates
     with pytest.raises(ValueError, match="contradicts backend 'http'"):
         GatekeeperConfig(engine="llama_cpp", backend="http", url="http://127.0.0.1:1", export="x")

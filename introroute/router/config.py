@@ -235,11 +235,9 @@ class GatekeeperConfig(_Strict):
         """``backend``, filled in from the older spellings (``engine``, ``url`` alone) when left out."""
         engine = self.__dict__["engine"]  # read without the deprecation warning attribute access gives
         if engine is not None:
-            warnings.warn(
-                "gatekeeper.engine is deprecated: write backend: llama_cpp (or leave it out)",
-                DeprecationWarning,
-                stacklevel=2,
-            )
+            message = "gatekeeper.engine is deprecated: write backend: llama_cpp (or leave it out)"
+            warnings.warn(message, DeprecationWarning, stacklevel=2)
+            logger.warning(message)  # a YAML user never sees a DeprecationWarning by default
         implied = "llama_cpp" if engine == "llama_cpp" else ("http" if self.url is not None else "local")
         if self.backend is not None and engine is not None and self.backend != implied:
             raise ValueError(f"engine {engine!r} contradicts backend {self.backend!r}: keep only backend")
