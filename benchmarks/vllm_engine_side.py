@@ -24,6 +24,10 @@ def main() -> None:
     export_dir, requests_path, out_path = sys.argv[1:4]
     with open(requests_path) as f:
         request = json.load(f)
+    # nothing leaves the machine: vLLM otherwise reports usage statistics over the network
+    os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the export is a local directory
     import vllm
     from vllm import LLM
     from vllm.inputs import TokensPrompt

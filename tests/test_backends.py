@@ -54,6 +54,10 @@ def wrong_heads() -> FakeGatekeeper:
 NOT_CALLABLE = 3
 
 
+def broken() -> FakeGatekeeper:
+    raise RuntimeError("no model here")
+
+
 # -- which backend a section means ------------------------------------------------------------------
 
 
@@ -139,6 +143,7 @@ def test_a_factory_scorer_with_ascores_is_awaited_without_a_worker():
         ("test_backends:missing", "cannot import"),
         ("no_such_module_anywhere:make", "cannot import"),
         ("test_backends:NOT_CALLABLE", "not a callable"),
+        ("test_backends:broken", "the factory raised RuntimeError: no model here"),
     ],
 )
 def test_a_factory_that_cannot_serve_the_config_is_a_config_error(factory, message):
@@ -209,3 +214,23 @@ def test_the_old_client_module_still_imports_with_a_deprecation():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert "moved to introroute.router.remote" in done.stdout
+
+
+def test_a_factory_router_scores_every_concurrent_caller_threads_and_asyncio():
+    """32 threads and 32 coroutines on one factory-built router: every call scored, none shed."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    router = Router.from_dict(router_config(gatekeeper={"backend": "test_backends:fake"}))
+    try:
+        with ThreadPoolExecutor(32) as pool:
+            threaded = list(pool.map(lambda _: router.route(QUESTION), range(32)))
+
+        async def many() -> list[Any]:
+            return await asyncio.gather(*(router.aroute(QUESTION) for _ in range(32)))
+
+        awaited = asyncio.run(many())
+        for decision in threaded + awaited:
+            assert decision.fail_safe_reason is None and decision.scores == {"self": 0.9, "gpt-4": 0.95}
+    finally:
+        router.close()

@@ -63,6 +63,8 @@ class Backend:
         owns_heads: its heads are known before it is built (the configured adapter's), so tier
             targets are checked when the config loads; otherwise when the router is built.
         build: makes the scorer from the section (lazily: a local model imports torch only here).
+        eager: built once when the router is built, like a ``gatekeeper=`` argument, because what
+            the scorer is (remote or not, generating or not) is known only then (``module:factory``).
     """
 
     name: str
@@ -72,6 +74,7 @@ class Backend:
     remote: bool = False
     generates: bool | None = False
     owns_heads: bool = False
+    eager: bool = False
 
 
 def _local(config: BackendConfig) -> Scorer:
@@ -106,7 +109,10 @@ def scorer_from_factory(path: str, where: str) -> Scorer:
         raise ConfigError(f"{where} {path!r}: cannot import: {exc}") from None
     if not callable(factory):
         raise ConfigError(f"{where} {path!r}: not a callable")
-    return factory()
+    try:
+        return factory()
+    except Exception as exc:  # the user's code: its failure is a config problem, named as such
+        raise ConfigError(f"{where} {path!r}: the factory raised {type(exc).__name__}: {exc}") from exc
 
 
 BACKENDS: dict[str, Backend] = {}
@@ -139,7 +145,7 @@ def backend_named(name: str) -> Backend:
     if name in BACKENDS:
         return BACKENDS[name]
     if FACTORY.match(name):
-        return Backend(name, frozenset(), _factory, generates=None)
+        return Backend(name, frozenset(), _factory, generates=None, eager=True)
     raise ConfigError(f"gatekeeper.backend {name!r}: expected one of {sorted(BACKENDS)} or 'module:factory'")
 
 

@@ -127,7 +127,7 @@ class Router:
         local = next((t for t in config.tiers if t.local), None)
         self._local_name = local.name if local else None
         owns_scorer = gatekeeper is None
-        if gatekeeper is None and config.gatekeeper and config.gatekeeper.backend_info.generates is None:
+        if gatekeeper is None and config.gatekeeper and config.gatekeeper.backend_info.eager:
             gatekeeper = config.gatekeeper.backend_info.build(config.gatekeeper)  # module:factory
         self._gatekeeping = self._make_gatekeeping(gatekeeper, owns_scorer)
         self._check_heads(gatekeeper)
