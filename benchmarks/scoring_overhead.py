@@ -34,6 +34,7 @@ import torch
 
 from introroute.gatekeeper import DEFAULT_BASE, IntroLM
 from introroute.gatekeeper.model import Batch
+from introroute.training.forward import prompt_cache
 
 FILLER = "Explain, step by step and with examples, how photosynthesis turns light into chemical energy. "
 
@@ -50,7 +51,7 @@ def _batch(gk: IntroLM, tokens: int, rows: int) -> Batch:
 
 def _plain_prefill(gk: IntroLM, batch: Batch) -> None:
     """The base model alone (the plain view, no adapter wrappers): KV cache + last logits."""
-    gk.prompt_cache(batch)
+    prompt_cache(gk, batch)
 
 
 def _plain_plus_one(gk: IntroLM, batch: Batch) -> None:
@@ -59,9 +60,9 @@ def _plain_plus_one(gk: IntroLM, batch: Batch) -> None:
     On CPU a matrix product over 33 rows can cost ~10% more than over 32 (the kernels work in
     blocks of rows), well above 1/32, so this is measured rather than assumed.
     """
-    intro, mask = gk._intro_inputs(batch)
+    intro, mask = gk.intro_inputs(batch)
     longer = Batch(torch.cat([batch.input_ids, intro], dim=1), mask, batch.lengths + len(gk.intro_ids))
-    gk.prompt_cache(longer)
+    prompt_cache(gk, longer)
 
 
 def _ours(gk: IntroLM, batch: Batch) -> None:

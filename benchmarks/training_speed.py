@@ -41,12 +41,11 @@ def run_mode(mode: str, examples: int, batch_size: int, args: argparse.Namespace
     from introroute.data.jsonl import read_records
     from introroute.data.paths import vendored_path
     from introroute.gatekeeper import IntroConfig, IntroLM, load_base
+    from introroute.training.forward import fast_head_logits, intro_forward, naive_head_logits
     from introroute.training.gatekeeper import (
         _CacheStore,
-        fast_head_logits,
         make_dataset,
         masked_bce,
-        naive_head_logits,
         pos_weights,
         trainable_parameters,
     )
@@ -72,7 +71,7 @@ def run_mode(mode: str, examples: int, batch_size: int, args: argparse.Namespace
             if mode == "naive":
                 logits = naive_head_logits(gk, batch)
             elif mode == "memory":
-                logits = gk.intro_forward(batch, store.get(gk, tuple(rows), batch))
+                logits = intro_forward(gk, batch, store.get(gk, tuple(rows), batch))
             else:
                 logits = fast_head_logits(gk, batch)
             loss = masked_bce(logits, torch.from_numpy(labels[rows]).to(gk.device), weight)

@@ -17,7 +17,8 @@ from introroute.training.baselines.features import FeatureCache
 from introroute.training.baselines.logistic import PerTargetLogistic
 from introroute.training.baselines.prior import GroupPrior, RandomScores
 from introroute.training.baselines.probe import HiddenStateProbe
-from introroute.training.gatekeeper import fast_head_logits, naive_head_logits, trainable_parameters
+from introroute.training.forward import fast_head_logits, naive_head_logits
+from introroute.training.gatekeeper import trainable_parameters
 
 TARGETS = ["small", "large"]
 WORDS = [

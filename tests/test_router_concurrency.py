@@ -20,6 +20,7 @@ from test_gatekeeper import PROMPTS, TARGETS, _gatekeeper
 
 import introroute
 from introroute.router import Router
+from introroute.training.forward import upcast_trainable
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -230,7 +231,7 @@ def test_fast_path_equals_the_peft_path(arch_dir, dtype, upcast):
     bf16, also with fp32 adapter weights over a bf16 base (what ``fit`` trains in)."""
     gk = _gatekeeper(arch_dir, dtype=dtype)
     if upcast:
-        gk.upcast_trainable()
+        upcast_trainable(gk)
         assert next(p for n, p in gk.peft_model.named_parameters() if "lora_A" in n).dtype == torch.float32
     assert gk._view is not None  # the adapter is one the fast path models
     batch = gk.collate([gk.encode(m) for m in MIXED])

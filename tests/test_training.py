@@ -11,16 +11,18 @@ import pytest
 import torch
 
 from introroute.gatekeeper import IntroConfig, IntroLM, load_base
-from introroute.training.gatekeeper import (
-    TrainConfig,
+from introroute.training.forward import (
     _shared_prefix,
     fast_head_logits,
+    naive_head_logits,
+    prefix_first_where_exact,
+)
+from introroute.training.gatekeeper import (
+    TrainConfig,
     fit,
     make_dataset,
     masked_bce,
-    naive_head_logits,
     pos_weights,
-    prefix_first_where_exact,
     trainable_parameters,
 )
 
@@ -228,9 +230,30 @@ def test_predict_fast_path_equals_serving_scores(tiny_base_dir):
     )
 
 
+def test_training_methods_that_moved_off_introlm_still_work_and_warn(tiny_base_dir):
+    """``IntroLM.prompt_cache`` / ``intro_forward`` / ``upcast_trainable`` moved to
+    :mod:`introroute.training.forward`; the old methods warn and give the same results."""
+    from introroute.training import forward
+
+    gk = _adapted(tiny_base_dir)
+    gk.eval()
+    conversations, _ = _conversations(3, seed=5)
+    batch = gk.collate([gk.encode(c) for c in conversations])
+    with torch.no_grad():
+        expected = forward.intro_forward(gk, batch, forward.prompt_cache(gk, batch))
+        with pytest.warns(DeprecationWarning, match="introroute.training.forward.prompt_cache"):
+            cache = gk.prompt_cache(batch)
+        with pytest.warns(DeprecationWarning, match="introroute.training.forward.intro_forward"):
+            logits = gk.intro_forward(batch, cache)
+    torch.testing.assert_close(logits, expected, rtol=0, atol=0)
+    with pytest.warns(DeprecationWarning, match="introroute.training.forward.upcast_trainable"):
+        gk.upcast_trainable()
+
+
 def test_cache_store_keeps_the_shared_head_once(tiny_base_dir):
     """The kept cache rebuilds exactly the prompt cache, storing the shared head once per batch."""
-    from introroute.training.gatekeeper import _CacheStore, prefix_first, shared_prefix_cache
+    from introroute.training.forward import prefix_first, shared_prefix_cache
+    from introroute.training.gatekeeper import _CacheStore
 
     gk = IntroLM.build(load_base(tiny_base_dir), IntroConfig(targets=["self"]))
     conversations, _ = _conversations(5, seed=4)

@@ -10,6 +10,7 @@ from transformers.utils import generic
 
 from introroute.cli import COMMANDS, main
 from introroute.gatekeeper import IntroConfig, IntroLM, load_base
+from introroute.training.forward import intro_forward, prompt_cache
 
 MESSAGES = [{"role": "user", "content": "what is the capital of france"}]
 
@@ -26,7 +27,7 @@ def test_the_gatekeeper_passes_and_reads_the_kv_cache_by_its_current_name(tiny_b
         gk.generate_from(gk.prefill(MESSAGES), max_new_tokens=2)
         gk.scores_batch([MESSAGES, MESSAGES])
         batch = gk.collate([gk.encode(MESSAGES)])
-        gk.intro_forward(batch, gk.prompt_cache(batch))
+        intro_forward(gk, batch, prompt_cache(gk, batch))
     assert logged == []
 
 

@@ -4,7 +4,8 @@ Load a base model, score prompts during prefill, generate from that prefill, sav
 adapters. Training it is offline (:mod:`introroute.training`).
 
 May import: torch, transformers, PEFT and the shared contracts at the package root
-(``errors``, ``messages``, ``scoring``); nothing offline.
+(``errors``, ``messages``, ``scoring``); nothing offline, except inside the deprecated
+``IntroLM`` methods that moved to :mod:`introroute.training.forward`.
 
 The names below are imported on first use (PEP 562), so the torch-free parts
 (:mod:`~introroute.gatekeeper.spec`, the CLI's flags, the router's config) do not load torch.
@@ -18,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from introroute.gatekeeper.config import SELF_TARGET, IntroConfig
     from introroute.gatekeeper.loading import DEFAULT_BASE, load_base
-    from introroute.gatekeeper.model import IntroLM, Prefill
+    from introroute.gatekeeper.model import IntroLM
+    from introroute.gatekeeper.scorer import Prefill
     from introroute.gatekeeper.spec import ModelSpec, add_model_arguments
 
 _EXPORTS = {
@@ -27,7 +29,7 @@ _EXPORTS = {
     "IntroConfig": "config",
     "IntroLM": "model",
     "ModelSpec": "spec",
-    "Prefill": "model",
+    "Prefill": "scorer",
     "add_model_arguments": "spec",
     "load_base": "loading",
 }

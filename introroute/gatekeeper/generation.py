@@ -1,25 +1,35 @@
-"""Decoding that continues from an existing prefill (logits of the last prompt position + KV cache).
+"""Local answers: decoding that continues from a scoring prefill (last prompt logits + KV cache).
 
 ``transformers.generate`` always runs the prompt (or at least its last token) through the model
 itself; it cannot start from logits it did not compute. Re-running the last prompt token would
 make the local answer differ numerically from plain generation and waste the scoring prefill, so
 this module drives the step loop itself and borrows everything else from transformers: the logits
 processors (suppression of the introspective tokens, temperature, top-p) and the tokenizer.
+
+:class:`LocalGenerationMixin` is the gatekeeper's side of it (``IntroLM.generate_from``): the
+step function over the plain base model, and the turn it takes behind scoring forwards.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import (
     LogitsProcessorList,
+    PreTrainedModel,
     PreTrainedTokenizerBase,
     SuppressTokensLogitsProcessor,
     TemperatureLogitsWarper,
     TopPLogitsWarper,
 )
+
+from introroute.errors import GatekeeperError
+from introroute.gatekeeper.prompting import PromptIds
+from introroute.gatekeeper.scorer import Prefill, ScoringFirst
+from introroute.scoring import Generation, GenerationStream
 
 Step = Callable[[int], torch.Tensor]
 """Feed one token (its id) through the model with the cache; return next-token logits ``[1, V]``."""
@@ -113,3 +123,104 @@ def decode(
         state.finish_reason = "length"
     if len(text) > emitted:
         yield text[emitted:]
+
+
+class LocalGenerationMixin:
+    """``generate_from`` for :class:`~introroute.gatekeeper.model.IntroLM`: the local answer.
+
+    Uses the model's plain view of the base (``plain``), its tokenizer, stop and suppressed ids,
+    ``prefill_batch`` (:class:`~introroute.gatekeeper.scorer.ScorerMixin`) and ``turns``.
+    """
+
+    plain: PreTrainedModel
+    tokenizer: Any
+    eos_ids: list[int]
+    intro_ids: list[int]
+    device: torch.device
+    turns: ScoringFirst
+    prefill_batch: Callable[[Sequence[PromptIds]], list[Prefill]]
+
+    def _step_fn(self, prefill: Prefill) -> Step:
+        position = prefill.prompt_tokens
+
+        def step(token: int) -> torch.Tensor:
+            nonlocal position
+            self.turns.decode_turn()  # scoring first (see ScoringFirst)
+            with torch.inference_mode():  # not under the scoring lock: see ScoringFirst
+                out = self.plain(
+                    input_ids=torch.tensor([[token]], device=self.device),
+                    position_ids=torch.tensor([[position]], device=self.device),
+                    cache=prefill.cache,
+                    use_cache=True,
+                )
+            position += 1
+            return out.logits[:, -1, :].float().cpu()
+
+        return step
+
+    def generate_from(
+        self,
+        prefill: Prefill,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+        stream: bool = False,
+    ) -> Generation | GenerationStream:
+        """Continue decoding from ``prefill``'s cache: no second prefill, base-model tokens only
+        (a row of a batched prefill is prefilled alone first; see ``prefill_batch``).
+
+        Greedy by default; ``temperature > 0`` samples (``seed`` makes it reproducible). With
+        ``stream=True`` returns a :class:`GenerationStream` of text pieces.
+        """
+        if prefill.consumed:
+            raise GatekeeperError("this prefill's cache was already used for a generation; prefill again")
+        prefill.consumed = True
+        if prefill.cache is None:  # a row of a batched prefill: its own cache first
+            assert prefill.prompt is not None
+            prefill = self.prefill_batch([prefill.prompt])[0]
+            prefill.consumed = True
+        limit = self.plain.config.max_position_embeddings - prefill.prompt_tokens
+        params = SamplingParams(
+            max_new_tokens=max(0, min(max_new_tokens, limit)),
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            stop=tuple(stop or ()),
+        )
+        assert prefill.next_token_logits is not None
+        state = DecodeState(token_ids=[])
+        pieces = decode(
+            first_logits=prefill.next_token_logits,
+            prompt_ids=prefill.input_ids,
+            step=self._step_fn(prefill),
+            tokenizer=self.tokenizer,
+            eos_ids=self.eos_ids,
+            suppress_ids=self.intro_ids,
+            params=params,
+            state=state,
+        )
+        if stream:
+            return _stream(pieces, state, prefill.prompt_tokens)
+        text = "".join(pieces)
+        return Generation(
+            text=text,
+            token_ids=state.token_ids,
+            finish_reason=state.finish_reason or "length",
+            prompt_tokens=prefill.prompt_tokens,
+            completion_tokens=len(state.token_ids),
+        )
+
+
+def _stream(pieces: Iterator[str], state: DecodeState, prompt_tokens: int) -> GenerationStream:
+    """Wrap the decode iterator so the stream's totals are filled in when it ends."""
+    stream = GenerationStream(pieces=iter(()), prompt_tokens=prompt_tokens, token_ids=state.token_ids)
+
+    def run() -> Iterator[str]:
+        yield from pieces
+        stream.finish_reason = state.finish_reason
+        stream.completion_tokens = len(state.token_ids)
+
+    stream.pieces = run()
+    return stream

@@ -16,6 +16,12 @@ the chat template's head: its KV cache is the base model's too, so it is prefill
 loaded gatekeeper and each forward runs only the prompt's own tokens and [INTRO] on top of it
 (:mod:`introroute.gatekeeper.prefix`; ``IntroConfig.prefix_cache``).
 
+This file is the model: how it is built, saved and loaded, and how a forward is computed. What
+a caller gets from it lives beside it, as transformers keeps ``generate`` in a mixin: scores and
+prefills in :mod:`~introroute.gatekeeper.scorer`, the local answer in
+:mod:`~introroute.gatekeeper.generation`; training's split forward (prompt without gradients,
+[INTRO] on top) is offline, in :mod:`introroute.training.forward`.
+
 The model runs on one device in the base's dtype (:func:`~introroute.gatekeeper.loading.load_base`);
 batches are built on the CPU and moved once, and what leaves the model (probabilities, the logits
 decoding samples from) comes back to the CPU as float32, so callers never see a device tensor.
@@ -23,60 +29,30 @@ decoding samples from) comes back to the CPU as float32, so callers never see a 
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 from peft import LoraConfig, PeftConfig, PeftModel, TrainableTokensConfig, get_peft_model
 from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
-from peft.tuners.tuners_utils import cast_adapter_dtype
 from transformers import AddedToken, AutoModelForCausalLM, DynamicCache, PreTrainedModel
 
-from introroute.errors import GatekeeperError, UnknownTargetError
+from introroute.errors import GatekeeperError
 from introroute.gatekeeper import persistence
 from introroute.gatekeeper.config import IntroConfig
 from introroute.gatekeeper.fastpath import IntroView
-from introroute.gatekeeper.generation import DecodeState, SamplingParams, decode
+from introroute.gatekeeper.generation import LocalGenerationMixin
 from introroute.gatekeeper.heads import VERBALISED, VerbalisedHead, verbalised_token_ids
 from introroute.gatekeeper.loading import BaseModel
-from introroute.gatekeeper.prefix import HeadCache, attention_window, positions, suffix_layout, template_head
+from introroute.gatekeeper.prefix import HeadCache, positions
 from introroute.gatekeeper.prompting import PromptIds, encode_prompt
-from introroute.scoring import Generation, GenerationStream, Messages
+from introroute.gatekeeper.scorer import Prefill, ScorerMixin, ScoringFirst
+from introroute.scoring import Messages
 
-
-@dataclass
-class Prefill:
-    """The result of one scoring prefill: scores, and the prompt's KV cache for generation.
-
-    The cache holds the prompt positions only (the introspective tokens are cropped off); it is
-    consumed by one :meth:`IntroLM.generate_from` call. A row of a multi-row batch
-    (:meth:`IntroLM.prefill_batch`) has no cache (``cache``, ``next_token_logits`` None) but
-    keeps its ``prompt``: generation prefills it alone first (see there).
-    """
-
-    scores: dict[str, float]
-    cache: DynamicCache | None
-    input_ids: torch.Tensor
-    next_token_logits: torch.Tensor | None
-    truncated: bool
-    ignored_parts: list[str]
-    timings: dict[str, float]
-    consumed: bool = False
-    prompt: PromptIds | None = None
-
-    @property
-    def score(self) -> float:
-        """The first target's probability (the gatekeeper's default target)."""
-        return next(iter(self.scores.values()))
-
-    @property
-    def prompt_tokens(self) -> int:
-        return int(self.input_ids.shape[1])
+__all__ = ["Batch", "IntroLM", "IntroOutput", "Prefill"]  # Prefill: where it was defined before
 
 
 class IntroOutput(NamedTuple):
@@ -98,8 +74,12 @@ class Batch:
     prompts: list[PromptIds] = field(default_factory=list)
 
 
-class IntroLM(torch.nn.Module):
-    """The gatekeeper model. Build with :meth:`build` or :meth:`from_pretrained`."""
+class IntroLM(ScorerMixin, LocalGenerationMixin, torch.nn.Module):
+    """The gatekeeper model. Build with :meth:`build` or :meth:`from_pretrained`.
+
+    Scores with ``scores``/``score``/``scores_batch``/``prefill`` (:class:`ScorerMixin`) and
+    answers locally with ``generate_from`` (:class:`LocalGenerationMixin`).
+    """
 
     def __init__(
         self,
@@ -122,15 +102,8 @@ class IntroLM(torch.nn.Module):
         self.intro_ids = intro_ids
         self.base_vocab_size = base_vocab_size
         self.trained = False
-        # Scoring forwards share state (PEFT's per-call hooks, the template head's cache): one at a
-        # time. Decode steps do not take this lock: each runs the plain view (its own module tree,
-        # no hooks) on its own KV cache, so a generation never holds up scoring. Instead a decode
-        # step waits while a scoring forward waits or runs (_forwards counts them): two Python
-        # threads running forwards side by side hand the GIL back and forth at every operator
-        # (the convoy effect), which made a scoring forward several times slower.
-        self._lock = threading.RLock()
-        self._forwards = 0
-        self._forwards_done = threading.Condition()
+        # One scoring forward at a time; decode steps stand aside meanwhile (see ScoringFirst).
+        self.turns = ScoringFirst()
         generation_eos = plain.generation_config.eos_token_id
         eos = generation_eos if isinstance(generation_eos, list) else [generation_eos]
         self.eos_ids = sorted({e for e in [*eos, self.tokenizer.eos_token_id] if e is not None})
@@ -140,7 +113,7 @@ class IntroLM(torch.nn.Module):
         # Inference scoring without PEFT's per-call overhead (introroute.gatekeeper.fastpath).
         self._view = IntroView.build(peft_model, plain, intro_ids)
         # The chat template head's KV cache (introroute.gatekeeper.prefix): computed once, under
-        # self._lock, on the first score-only forward (the router's warm-up), read-only after.
+        # the scoring lock, on the first score-only forward (the router's warm-up), read-only after.
         self._head_cache: HeadCache | None = None
 
     # ------------------------------------------------------------------ construction
@@ -222,7 +195,7 @@ class IntroLM(torch.nn.Module):
         """``.to()``/``.half()``/...: the fast-path view holds its own buffer references, so
         it is rebuilt over the converted tensors."""
         super()._apply(fn, recurse)
-        self._view = IntroView.build(self.peft_model, self.plain, self.intro_ids)
+        self.rebuild_fast_path()
         self._head_cache = None  # prefilled again, in the new dtype/device, when next needed
         return self
 
@@ -242,14 +215,15 @@ class IntroLM(torch.nn.Module):
                     _merge_in_place(module)
         return self
 
-    def upcast_trainable(self) -> None:
-        """fp32 master weights for what trains (LoRA, [INTRO] rows), also on a half-precision base.
-
-        PEFT re-creates the upcast parameters, so the fast-path view, which holds the parameter
-        objects, is rebuilt over the new ones. A no-op on an fp32 base.
-        """
-        cast_adapter_dtype(self.peft_model, "default", autocast_adapter_dtype=True)
+    def rebuild_fast_path(self) -> None:
+        """Rebuild the fast-path view (:mod:`~introroute.gatekeeper.fastpath`) over the current
+        parameter objects: it holds references to them, so whatever replaces them (a dtype or
+        device change, PEFT's upcast for training) must call this."""
         self._view = IntroView.build(self.peft_model, self.plain, self.intro_ids)
+
+    def upcast_trainable(self) -> None:
+        """Deprecated: :func:`introroute.training.forward.upcast_trainable`."""
+        _moved_to_training("upcast_trainable")(self)
 
     @classmethod
     def from_pretrained(
@@ -303,16 +277,6 @@ class IntroLM(torch.nn.Module):
         """The base model's compute dtype (the head is float32 regardless)."""
         return self.plain.dtype
 
-    def _target_index(self, target: str | None) -> int:
-        if target is None:
-            return 0
-        try:
-            return self.config.targets.index(target)
-        except ValueError:
-            raise UnknownTargetError(
-                f"unknown target {target!r}; this gatekeeper has {self.targets}"
-            ) from None
-
     # ------------------------------------------------------------------ encoding
     @property
     def max_prompt_tokens(self) -> int:
@@ -341,14 +305,14 @@ class IntroLM(torch.nn.Module):
         return positions(mask)
 
     # ------------------------------------------------------------------ the forward pass
-    def _intro_inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def intro_inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """The introspective token ids for every row, and the attention mask extended over them."""
         rows, k = batch.input_ids.shape[0], len(self.intro_ids)
         intro = torch.tensor([self.intro_ids] * rows, dtype=torch.long, device=self.device)
         ones = torch.ones((rows, k), dtype=torch.long, device=self.device)
         return intro, torch.cat([batch.attention_mask, ones], dim=1)
 
-    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+    def head_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Head logits from the mean final hidden state at the introspective positions, in fp32.
 
         In bf16 the hidden state has 8 significant bits; a bf16 dot product over thousands of
@@ -360,7 +324,7 @@ class IntroLM(torch.nn.Module):
             return self.head(hidden.float().mean(dim=1))
 
     @contextmanager
-    def _final_hidden(self, last: int) -> Iterator[list[torch.Tensor]]:
+    def final_hidden(self, last: int) -> Iterator[list[torch.Tensor]]:
         """Capture the decoder's final (normed) hidden states at the ``last`` positions.
 
         ``output_hidden_states=True`` would keep every layer's states for every position alive
@@ -377,7 +341,7 @@ class IntroLM(torch.nn.Module):
         finally:
             handle.remove()
 
-    def _uses_view(self) -> bool:
+    def uses_fast_path(self) -> bool:
         """Inference calls take the fast path; training and ``disable_adapter()`` take PEFT's."""
         return (
             self._view is not None
@@ -397,7 +361,7 @@ class IntroLM(torch.nn.Module):
         cache is cropped back to the prompt.
         """
         k = len(self.intro_ids)
-        intro, mask = self._intro_inputs(batch)
+        intro, mask = self.intro_inputs(batch)
         ids = torch.cat([batch.input_ids, intro], dim=1)
         positions = self._positions(mask)
         # DynamicCache() without the model config keeps every position in every layer, also in
@@ -405,7 +369,7 @@ class IntroLM(torch.nn.Module):
         # so cropping [INTRO] off it would leave fewer positions than the next token attends to.
         cache = DynamicCache() if use_cache else None
         logits = None
-        if self._uses_view():
+        if self.uses_fast_path():
             assert self._view is not None
             states = self._view(ids, mask, positions, cache)
             hidden = states[:, -(k + 1) :]
@@ -413,7 +377,7 @@ class IntroLM(torch.nn.Module):
                 kept = states if logits_to_keep == 0 else states[:, -logits_to_keep:]
                 logits = self._lm_logits(kept)
         else:
-            with self._final_hidden(k + 1) as captured:
+            with self.final_hidden(k + 1) as captured:
                 out = self.peft_model(
                     input_ids=ids,
                     attention_mask=mask,
@@ -427,7 +391,7 @@ class IntroLM(torch.nn.Module):
             logits = None if logits_to_keep is None else out.logits
         if cache is not None:
             cache.crop(-k)  # keep the prompt positions only: exactly the base model's cache
-        return IntroOutput(logits, self._head(hidden[:, -k:]), cache, hidden)
+        return IntroOutput(logits, self.head_logits(hidden[:, -k:]), cache, hidden)
 
     def next_token_logits(self, output: IntroOutput) -> torch.Tensor:
         """LM logits ``[B, V]`` at the last prompt position, for generation.
@@ -448,285 +412,14 @@ class IntroLM(torch.nn.Module):
             logits = torch.tanh(logits / cap) * cap
         return logits
 
+    # ------------------------------------------------------------------ moved to training
     def prompt_cache(self, batch: Batch) -> DynamicCache:
-        """The prompt's KV cache from the plain base model, without gradients.
-
-        Nothing trainable touches prompt positions, so training needs no gradient through them:
-        this is the expensive part of a training step, done once, cheaply.
-        """
-        with torch.no_grad():
-            out = self.plain(
-                input_ids=batch.input_ids,
-                attention_mask=batch.attention_mask,
-                position_ids=self._positions(batch.attention_mask),
-                cache=DynamicCache(),
-                use_cache=True,
-                logits_to_keep=1,
-            )
-        return out.cache
+        """Deprecated: :func:`introroute.training.forward.prompt_cache`."""
+        return _moved_to_training("prompt_cache")(self, batch)
 
     def intro_forward(self, batch: Batch, cache: DynamicCache) -> torch.Tensor:
-        """Head logits ``[B, targets]`` from the introspective tokens run on top of a prompt cache.
-
-        The cache grows by the introspective positions; callers that reuse it crop it back.
-        """
-        k = len(self.intro_ids)
-        intro, mask = self._intro_inputs(batch)
-        with self._final_hidden(k) as captured:
-            self.peft_model(
-                input_ids=intro,
-                attention_mask=mask,
-                position_ids=batch.lengths.unsqueeze(1) + torch.arange(k, device=self.device).unsqueeze(0),
-                cache=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-        return self._head(captured[0])
-
-    # ------------------------------------------------------------------ the shared template head
-    def shared_head(self) -> HeadCache | None:
-        """The chat template head's KV cache (see :mod:`introroute.gatekeeper.prefix`), prefilled
-        by the plain base model on first use; ``None`` when ``config.prefix_cache`` is off or the
-        template puts nothing in front of a user message.
-
-        Computed once under the model lock, then only read: concurrent scorers share it.
-        """
-        if not self.config.prefix_cache:
-            return None
-        head = self._head_cache
-        if head is None:
-            with self._lock:
-                head = self._head_cache
-                if head is None:
-                    ids = template_head(self._render_untruncated)
-                    head = HeadCache.prefill(self.plain, ids) if ids else HeadCache((), ())
-                    self._head_cache = head
-        return head if len(head) else None
-
-    def _render_untruncated(self, messages: Messages) -> list[int]:
-        """:meth:`encode`'s ids without left truncation (a short ``max_context`` must not cut
-        into the head that :func:`template_head` looks for)."""
-        return encode_prompt(self.tokenizer, messages, max_prompt_tokens=1 << 30).ids
-
-    def _head_cached_logits(self, prompts: Sequence[PromptIds]) -> torch.Tensor | None:
-        """Head logits ``[B, targets]`` with each prompt's part of the template head taken from
-        :meth:`shared_head`: one fast-path forward over the rest of each prompt and [INTRO].
-        ``None`` where that does not apply (no head, no prompt shares any of it, or a training /
-        gradient / disabled-adapter call, which the fast path does not serve): run in full."""
-        if not self._uses_view():
-            return None
-        head = self.shared_head()
-        if head is None:
-            return None
-        reused = [head.reuse(p.ids) for p in prompts]
-        cached = max(reused)
-        if cached == 0:
-            return None
-        ids = [p.ids for p in prompts]
-        layout = suffix_layout(ids, reused, cached, self.pad_id, tail=self.intro_ids)
-        window = attention_window(self.plain)
-        if window is not None and layout.attention_mask.shape[1] > window:
-            return None  # pads mid-row would take window slots (see attention_window)
-        assert self._view is not None
-        device = self.device
-        states = self._view(
-            layout.input_ids.to(device),
-            layout.attention_mask.to(device),
-            layout.position_ids.to(device),
-            head.cache(len(prompts), cached),
-        )
-        return self._head(states[:, -len(self.intro_ids) :])
-
-    def _score_logits(self, prompts: Sequence[PromptIds]) -> torch.Tensor:
-        """Head logits of a score-only forward (no KV cache kept, no LM logits): on top of the
-        shared template head where it applies, else one full left-padded forward. Called under
-        the model lock."""
-        logits = self._head_cached_logits(prompts)
-        if logits is None:
-            logits = self.forward_batch(self.collate(prompts)).head_logits
-        return logits
-
-    # ------------------------------------------------------------------ scoring API
-    def _probabilities(self, logits: torch.Tensor) -> np.ndarray:
-        return torch.sigmoid(logits.float()).cpu().numpy().astype(np.float64)
-
-    def prefill(self, messages: Messages) -> Prefill:
-        """Score ``messages`` and keep the prompt's KV cache, ready for :meth:`generate_from`."""
-        started = time.perf_counter()
-        prompt = self.encode(messages)
-        encoded = time.perf_counter()
-        prefill = self.prefill_batch([prompt])[0]
-        prefill.timings = {
-            "encode_s": encoded - started,
-            "forward_s": prefill.timings["forward_s"],
-            "total_s": time.perf_counter() - started,
-        }
-        return prefill
-
-    def prefill_batch(self, prompts: Sequence[PromptIds]) -> list[Prefill]:
-        """:meth:`prefill` for already encoded prompts, as one padded forward.
-
-        Scores equal unbatched ones to fp32 rounding. Only a single prompt keeps its KV cache:
-        in a padded batch the prompt's cache comes out different in the last bits (attention
-        over a padded, masked row reduces in another order), and greedy decoding can turn that
-        into another answer at a near-tie. So the rows of a multi-row batch carry scores only,
-        and :meth:`generate_from` prefills such a row alone first: a local answer never depends
-        on which requests happened to share its scoring forward (at the price of a second
-        prefill for the requests that were batched and then answered locally). Being scores
-        only, a multi-row batch runs on top of the shared template head (:meth:`shared_head`);
-        a single prompt is prefilled in full, so its cache is exactly a plain prefill's.
-        """
-        single = len(prompts) == 1
-        started = time.perf_counter()
-        cache, next_logits = None, None
-        with self._scoring(), torch.inference_mode():
-            if single:
-                output = self.forward_batch(self.collate(prompts), use_cache=True)
-                head_logits, cache, next_logits = (
-                    output.head_logits,
-                    output.cache,
-                    self.next_token_logits(output).float().cpu(),
-                )
-            else:
-                head_logits = self._score_logits(prompts)
-        forward_s = time.perf_counter() - started
-        probs = self._probabilities(head_logits)
-        return [
-            Prefill(
-                scores=dict(zip(self.targets, probs[row].tolist(), strict=True)),
-                cache=cache,
-                input_ids=torch.tensor([prompt.ids], dtype=torch.long),
-                next_token_logits=next_logits,
-                truncated=prompt.truncated,
-                ignored_parts=prompt.ignored_parts,
-                timings={"forward_s": forward_s},
-                prompt=prompt,
-            )
-            for row, prompt in enumerate(prompts)
-        ]
-
-    def scores_encoded(self, prompts: Sequence[PromptIds]) -> list[dict[str, float]]:
-        """Scores of already encoded prompts, as one forward without a KV cache (on top of the
-        shared template head where it applies, see :meth:`shared_head`)."""
-        with self._scoring(), torch.inference_mode():
-            head_logits = self._score_logits(prompts)
-        probs = self._probabilities(head_logits)
-        return [dict(zip(self.targets, row.tolist(), strict=True)) for row in probs]
-
-    def scores(self, messages: Messages) -> dict[str, float]:
-        """P(success) for every target, from one forward (no KV cache kept, no LM logits)."""
-        return self.scores_encoded([self.encode(messages)])[0]
-
-    def score(self, messages: Messages, target: str | None = None) -> float:
-        """P(success) for one target (default: the first)."""
-        index = self._target_index(target)
-        return self.scores(messages)[self.targets[index]]
-
-    def scores_batch(self, conversations: Sequence[Messages], batch_size: int = 8) -> np.ndarray:
-        """``[N, targets]`` probabilities; each chunk of ``batch_size`` is one forward."""
-        if not conversations:
-            return np.zeros((0, len(self.targets)))
-        prompts = [self.encode(m) for m in conversations]
-        chunks = []
-        for start in range(0, len(prompts), batch_size):
-            with self._scoring(), torch.inference_mode():
-                head_logits = self._score_logits(prompts[start : start + batch_size])
-            chunks.append(self._probabilities(head_logits))
-        return np.concatenate(chunks, axis=0)
-
-    def score_batch(
-        self, conversations: Sequence[Messages], target: str | None = None, batch_size: int = 8
-    ) -> np.ndarray:
-        """``[N]`` probabilities for one target (default: the first)."""
-        return self.scores_batch(conversations, batch_size)[:, self._target_index(target)]
-
-    @contextmanager
-    def _scoring(self) -> Iterator[None]:
-        """Hold the model lock for a scoring forward; decode steps stand aside meanwhile."""
-        with self._forwards_done:
-            self._forwards += 1
-        try:
-            with self._lock:
-                yield
-        finally:
-            with self._forwards_done:
-                self._forwards -= 1
-                if not self._forwards:
-                    self._forwards_done.notify_all()
-
-    # ------------------------------------------------------------------ local generation
-    def _step_fn(self, prefill: Prefill) -> Any:
-        position = prefill.prompt_tokens
-
-        def step(token: int) -> torch.Tensor:
-            nonlocal position
-            with self._forwards_done:  # scoring first (see __init__)
-                self._forwards_done.wait_for(lambda: not self._forwards)
-            with torch.inference_mode():  # not under self._lock: see __init__
-                out = self.plain(
-                    input_ids=torch.tensor([[token]], device=self.device),
-                    position_ids=torch.tensor([[position]], device=self.device),
-                    cache=prefill.cache,
-                    use_cache=True,
-                )
-            position += 1
-            return out.logits[:, -1, :].float().cpu()
-
-        return step
-
-    def generate_from(
-        self,
-        prefill: Prefill,
-        max_new_tokens: int = 256,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        seed: int | None = None,
-        stop: Sequence[str] | None = None,
-        stream: bool = False,
-    ) -> Generation | GenerationStream:
-        """Continue decoding from ``prefill``'s cache: no second prefill, base-model tokens only
-        (a row of a batched prefill is prefilled alone first; see :meth:`prefill_batch`).
-
-        Greedy by default; ``temperature > 0`` samples (``seed`` makes it reproducible). With
-        ``stream=True`` returns a :class:`GenerationStream` of text pieces.
-        """
-        if prefill.consumed:
-            raise GatekeeperError("this prefill's cache was already used for a generation; prefill again")
-        prefill.consumed = True
-        if prefill.cache is None:  # a row of a batched prefill: its own cache first
-            assert prefill.prompt is not None
-            prefill = self.prefill_batch([prefill.prompt])[0]
-            prefill.consumed = True
-        limit = self.plain.config.max_position_embeddings - prefill.prompt_tokens
-        params = SamplingParams(
-            max_new_tokens=max(0, min(max_new_tokens, limit)),
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
-            stop=tuple(stop or ()),
-        )
-        assert prefill.next_token_logits is not None
-        state = DecodeState(token_ids=[])
-        pieces = decode(
-            first_logits=prefill.next_token_logits,
-            prompt_ids=prefill.input_ids,
-            step=self._step_fn(prefill),
-            tokenizer=self.tokenizer,
-            eos_ids=self.eos_ids,
-            suppress_ids=self.intro_ids,
-            params=params,
-            state=state,
-        )
-        if stream:
-            return _stream(pieces, state, prefill.prompt_tokens)
-        text = "".join(pieces)
-        return Generation(
-            text=text,
-            token_ids=state.token_ids,
-            finish_reason=state.finish_reason or "length",
-            prompt_tokens=prefill.prompt_tokens,
-            completion_tokens=len(state.token_ids),
-        )
+        """Deprecated: :func:`introroute.training.forward.intro_forward`."""
+        return _moved_to_training("intro_forward")(self, batch, cache)
 
 
 def _new_head(
@@ -779,14 +472,17 @@ def _plain_view(model: PreTrainedModel) -> PreTrainedModel:
     return plain.eval()
 
 
-def _stream(pieces: Iterator[str], state: DecodeState, prompt_tokens: int) -> GenerationStream:
-    """Wrap the decode iterator so the stream's totals are filled in when it ends."""
-    stream = GenerationStream(pieces=iter(()), prompt_tokens=prompt_tokens, token_ids=state.token_ids)
+def _moved_to_training(name: str) -> Callable[..., Any]:
+    """The function of :mod:`introroute.training.forward` that ``IntroLM.<name>`` became.
 
-    def run() -> Iterator[str]:
-        yield from pieces
-        stream.finish_reason = state.finish_reason
-        stream.completion_tokens = len(state.token_ids)
+    The gatekeeper's one import of the offline side, and only from a deprecated method: a
+    routed request never calls one (``tests/test_layout.py`` names this exception).
+    """
+    warnings.warn(
+        f"IntroLM.{name} is deprecated; use introroute.training.forward.{name}(gatekeeper, ...)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    import introroute.training.forward as forward
 
-    stream.pieces = run()
-    return stream
+    return getattr(forward, name)

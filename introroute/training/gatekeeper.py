@@ -1,11 +1,9 @@
 """Training IntroLM: multi-target masked BCE, with the prompt run once and without gradients.
 
-Why it is fast on a CPU: the activated LoRA and the [INTRO] embedding touch no prompt position,
-so the prompt's KV cache is the frozen base model's and needs no gradient. A step runs the
-prompt through the plain base model under ``no_grad`` (or reuses a cache kept from the first
-epoch), then runs only the k introspective tokens, with the adapter, on top of that cache, and
-backpropagates through those k positions alone. :func:`naive_head_logits` is the full
-forward+backward this replaces; the tests prove both give the same loss and gradients.
+Each step runs the prompt through the frozen base once (or reuses a cache kept from the first
+epoch) and backpropagates through the introspective tokens alone (:mod:`introroute.training.forward`
+says why that is exact); this module is the loop around it: datasets, the loss, early stopping on
+validation AUC, the kept prompt caches.
 
 On GPUs the loop runs through Hugging Face Accelerate: ``mixed_precision`` autocasts the
 forwards (bf16/fp16, with fp16's loss scaling), and under ``accelerate launch`` each process
@@ -23,7 +21,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -36,9 +34,15 @@ from transformers import DynamicCache
 from introroute.errors import ConfigError
 from introroute.evaluation.metrics import roc_auc, within_group_auc
 from introroute.gatekeeper.model import Batch, IntroLM
-from introroute.gatekeeper.prefix import HeadCache, attention_window, common_prefix, suffix_layout
 from introroute.gatekeeper.prompting import PromptIds
 from introroute.scoring import Messages
+from introroute.training.forward import (
+    intro_forward,
+    prefilled_head,
+    prefix_first_where_exact,
+    shared_prefix_cache,
+    upcast_trainable,
+)
 
 
 @dataclass
@@ -142,103 +146,6 @@ def pos_weights(labels: np.ndarray) -> torch.Tensor:
     return torch.tensor(np.where(positives > 0, (observed - positives) / np.maximum(positives, 1), 1.0))
 
 
-def naive_head_logits(gk: IntroLM, batch: Batch) -> torch.Tensor:
-    """The reference: one adapter-active forward over prompt + [INTRO] (gradients everywhere)."""
-    return gk.forward_batch(batch).head_logits
-
-
-def fast_head_logits(gk: IntroLM, batch: Batch) -> torch.Tensor:
-    """The training path: prompt cache without gradients, then the [INTRO] tokens alone."""
-    batch = prefix_first_where_exact(gk, batch)
-    return gk.intro_forward(batch, shared_prefix_cache(gk, batch))
-
-
-def _shared_prefix(batch: Batch) -> int:
-    """How many leading tokens every prompt of the batch shares (at most the shortest minus one)."""
-    rows = [p.ids for p in batch.prompts]
-    return common_prefix(rows) if len(rows) > 1 else 0
-
-
-def prefix_first(batch: Batch) -> Batch:
-    """The batch re-laid out as ``[shared prefix | pads | rest]`` instead of ``[pads | prompt]``.
-
-    Why: chat-formatted prompts share their template head (SmolLM2's default system prompt is
-    ~25 of a factual question's ~37 tokens). With the shared head in the first columns of every
-    row, :func:`shared_prefix_cache` prefills it once. The layout is serving's
-    (:func:`introroute.gatekeeper.prefix.suffix_layout`, every row reusing the whole shared
-    head): attention masks the pads wherever they sit and positions follow the mask, so each row
-    is computed as alone (the tests check the loss and gradients against the naive forward on
-    the left-padded batch).
-    """
-    shared = _shared_prefix(batch)
-    if shared == 0:
-        return batch
-    pad = int(batch.input_ids[batch.attention_mask == 0][0]) if (batch.attention_mask == 0).any() else 0
-    rows = [p.ids for p in batch.prompts]
-    layout = suffix_layout(rows, [shared] * len(rows), shared, pad)
-    device = batch.input_ids.device
-    head = torch.tensor([rows[0][:shared]] * len(rows), dtype=torch.long, device=device)
-    return Batch(
-        torch.cat([head, layout.input_ids.to(device)], dim=1),
-        layout.attention_mask.to(device),
-        batch.lengths,
-        batch.prompts,
-    )
-
-
-def prefix_first_where_exact(gk: IntroLM, batch: Batch) -> Batch:
-    """:func:`prefix_first` unless the base's attention window is narrower than prompt + [INTRO].
-
-    See :func:`introroute.gatekeeper.prefix.attention_window`: once a row is wider than the
-    window, the pads in the middle would take the place of head tokens in the window of the
-    tokens after them. Such a batch stays left-padded and is prefilled whole.
-    """
-    window = attention_window(gk.plain)
-    if window is not None and batch.input_ids.shape[1] + len(gk.intro_ids) > window:
-        return batch
-    return prefix_first(batch)
-
-
-def _prefilled_head(batch: Batch) -> int:
-    """The shared head of a :func:`prefix_first` batch; 0 for a left-padded one (pads first)."""
-    shared = _shared_prefix(batch)
-    return shared if bool(batch.attention_mask[:, :shared].all()) else 0
-
-
-def shared_prefix_forward(gk: IntroLM, batch: Batch, **kwargs: Any) -> tuple[DynamicCache, Any]:
-    """The plain base model over a :func:`prefix_first` batch, the shared head prefilled once
-    (:class:`introroute.gatekeeper.prefix.HeadCache`, as serving's template head).
-
-    Returns the prompt's KV cache (what :meth:`IntroLM.prompt_cache` returns) and the model
-    output of the rest of the prompt (``kwargs`` go to that call, e.g. ``output_hidden_states``).
-    A batch left as collated (see :func:`prefix_first_where_exact`) is prefilled whole.
-    """
-    shared = _prefilled_head(batch)
-    positions = gk._positions(batch.attention_mask)
-    rows = batch.input_ids.shape[0]
-    with torch.no_grad():
-        # full-length in every layer, as IntroLM's caches (a sliding-window layer's own cache
-        # would keep only its last window of the shared head)
-        cache = DynamicCache()
-        if shared:
-            cache = HeadCache.prefill(gk.plain, batch.prompts[0].ids[:shared]).cache(rows)
-        out = gk.plain(
-            input_ids=batch.input_ids[:, shared:],
-            attention_mask=batch.attention_mask,
-            position_ids=positions[:, shared:],
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,
-            **kwargs,
-        )
-    return cache, out
-
-
-def shared_prefix_cache(gk: IntroLM, batch: Batch) -> DynamicCache:
-    """:meth:`IntroLM.prompt_cache` of a :func:`prefix_first` batch, the shared head prefilled once."""
-    return shared_prefix_forward(gk, batch)[0]
-
-
 def _batches(dataset: Dataset, batch_size: int, rng: random.Random) -> list[list[int]]:
     """Shuffled batches of similar length (sorted inside windows), so little compute goes to padding."""
     order = list(range(len(dataset)))
@@ -256,9 +163,10 @@ class _CacheStore:
     """Prompt caches kept across epochs (``prompt_cache="memory"`` or ``"disk"``), optionally in
     half precision.
 
-    A :func:`prefix_first` batch's shared head is the same in every row, so it is kept once per
-    batch and repeated when the cache is rebuilt: for short chat prompts that is most of the
-    memory (SmolLM2's system prompt is ~25 of a factual question's ~37 tokens). With a
+    A :func:`~introroute.training.forward.prefix_first` batch's shared head is the same in every
+    row, so it is kept once per batch and repeated when the cache is rebuilt: for short chat
+    prompts that is most of the memory (SmolLM2's system prompt is ~25 of a factual question's
+    ~37 tokens). With a
     ``directory`` ("disk") each batch's tensors go to a safetensors file there and are read back
     at each use, for training sets whose caches outgrow RAM (SmolLM2's on 7,500 MMLU prompts are
     ~30 GiB in bf16): a file read per step instead of a prefill. :meth:`close` deletes the files.
@@ -287,7 +195,7 @@ class _CacheStore:
             return [(tensors[f"{i}.head"], tensors[f"{i}.rest"]) for i in range(len(tensors) // 2)]
         if entry is not None:
             return entry
-        shared = _prefilled_head(batch)
+        shared = prefilled_head(batch)
         layers = [
             (
                 tensor[:1, :, :shared].to(self.dtype).contiguous(),
@@ -349,7 +257,7 @@ def predict(gk: IntroLM, dataset: Dataset, batch_size: int, store: _CacheStore |
             batch = prefix_first_where_exact(gk, gk.collate(dataset.prompts[start : start + batch_size]))
             key = ("validation", start)
             cache = shared_prefix_cache(gk, batch) if store is None else store.get(gk, key, batch)
-            logits = gk.intro_forward(batch, cache)
+            logits = intro_forward(gk, batch, cache)
             out.append(torch.sigmoid(logits).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(gk.targets)))
 
@@ -392,7 +300,7 @@ def _fit(
     rng = random.Random(config.seed)
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=gk.device.type == "cpu")
     if config.train_adapter:  # a frozen adapter needs no fp32 master weights
-        gk.upcast_trainable()  # fp32 master weights for what trains (no-op on an fp32 base)
+        upcast_trainable(gk)  # fp32 master weights for what trains (no-op on an fp32 base)
     params = trainable_parameters(gk)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     weight = pos_weights(train.labels) if config.class_weight else torch.ones(train.labels.shape[1])
@@ -423,7 +331,7 @@ def _fit(
             batch = prefix_first_where_exact(gk, gk.collate([train.prompts[i] for i in rows]))
             with accelerator.autocast():
                 cache = store.get(gk, tuple(rows), batch) if store else shared_prefix_cache(gk, batch)
-                logits = gk.intro_forward(batch, cache)
+                logits = intro_forward(gk, batch, cache)
             labels = torch.from_numpy(train.labels[rows]).to(logits.device)
             loss = masked_bce(logits, labels, weight, config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)

@@ -18,7 +18,7 @@ from introroute.gatekeeper import DEFAULT_BASE, IntroConfig, IntroLM, load_base
 from introroute.scoring import Messages
 from introroute.training.baselines.base import length_batches
 from introroute.training.baselines.logistic import FrozenFeatureBaseline
-from introroute.training.gatekeeper import prefix_first_where_exact, shared_prefix_forward
+from introroute.training.forward import prefix_first_where_exact, shared_prefix_forward
 
 
 class HiddenStateProbe(FrozenFeatureBaseline):
