@@ -111,7 +111,7 @@ class IntroLM(ScorerMixin, LocalGenerationMixin, torch.nn.Module):
             self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
         )
         # Inference scoring without PEFT's per-call overhead (introroute.gatekeeper.fastpath).
-        self._view = IntroView.build(peft_model, plain, intro_ids)
+        self.rebuild_fast_path()
         # The chat template head's KV cache (introroute.gatekeeper.prefix): computed once, under
         # the scoring lock, on the first score-only forward (the router's warm-up), read-only after.
         self._head_cache: HeadCache | None = None
